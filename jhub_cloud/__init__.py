@@ -1,0 +1,1 @@
+"""jhub-cloud: OIDC group policy, multi-backend spawner and hub configuration for JupyterHub."""

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Install everything jhub-cloud's demo and tests need on a fresh Debian 12 machine (run as root).
+# Idempotent: a second run only checks. Prefix (world-readable, so Slurm jobs running as the test
+# users can execute the venv): $JHUB_CLOUD_PREFIX, default /opt/jhub-cloud.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+PREFIX=${JHUB_CLOUD_PREFIX:-/opt/jhub-cloud}
+t0=$SECONDS
+step() { printf '[setup %4ds] %s\n' "$((SECONDS - t0))" "$*"; }
+
+[ "$(id -u)" = 0 ] || { echo "setup.sh must run as root (it installs Debian packages)" >&2; exit 1; }
+
+APT_PACKAGES=(
+  fuse3 sudo openssl curl ca-certificates uuid-runtime bc procps psmisc
+  slurmctld slurmd slurm-client munge
+  ceph-mon ceph-osd radosgw ceph-common
+  docker.io debootstrap
+  chromium chromium-driver
+  s3fs
+)
+missing=()
+# Node.js: any install that brings npm will do (some images ship NodeSource's, which bundles npm).
+command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  step "apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # Daemons must not start from their postinst: tests start their own, by PID.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d
+  apt-get -o DPkg::Lock::Timeout=900 update -qq
+  apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  rm -f /usr/sbin/policy-rc.d
+fi
+step "Debian packages present"
+
+# FUSE mounts by non-root users with allow_other need this.
+grep -qs '^user_allow_other' /etc/fuse.conf || echo user_allow_other >> /etc/fuse.conf
+
+# Test users: system users with home folders (Slurm runs jobs as them).
+for u in alice bob carol dave; do
+  id "$u" >/dev/null 2>&1 || useradd -m -s /bin/bash "$u"
+done
+step "test users present"
+
+# Python venv from Debian's python3, world-readable.
+install -d -m 0755 "$PREFIX"
+if [ ! -x "$PREFIX/venv/bin/python" ]; then
+  step "creating venv $PREFIX/venv"
+  /usr/bin/python3 -m venv "$PREFIX/venv"
+  "$PREFIX/venv/bin/pip" install -q --upgrade pip 2>&1 | { grep -v "^WARNING: Location" || true; }
+fi
+stamp="$PREFIX/venv/.jhub-cloud-deps"
+want=$(cat "$here/setup.cfg" | sha256sum | cut -c1-16)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! "$PREFIX/venv/bin/python" -c 'import jhub_cloud, sts_wire' 2>/dev/null \
+   || [ "$("$PREFIX/venv/bin/python" -c 'import jhub_cloud, os; print(os.path.dirname(os.path.dirname(jhub_cloud.__file__)))' 2>/dev/null)" != "$here" ]; then
+  step "pip install -e $here[test]"
+  # pip's notes on unused local index folders are noise here.
+  "$PREFIX/venv/bin/pip" install -q --disable-pip-version-check -e "$here[test]" 2>&1 | { grep -v -e "^WARNING: Location" -e "BuildBackendWarning" || true; }
+  [ "${PIPESTATUS[0]}" = 0 ] || { echo "pip install failed" >&2; exit 1; }
+  echo "$want" > "$stamp"
+fi
+chmod -R a+rX "$PREFIX"
+step "Python packages present"
+
+# npm: the test OIDC provider and configurable-http-proxy.
+if [ ! -d "$PREFIX/node/node_modules/oidc-provider" ] || [ ! -x "$PREFIX/node/node_modules/.bin/configurable-http-proxy" ]; then
+  step "npm install oidc-provider configurable-http-proxy"
+  install -d -m 0755 "$PREFIX/node"
+  (cd "$PREFIX/node" && { [ -f package.json ] || echo '{"name":"jhub-cloud-node","private":true,"type":"module"}' > package.json; } \
+    && npm install --silent --no-audit --no-fund oidc-provider@9 configurable-http-proxy@5 >/dev/null)
+fi
+chmod -R a+rX "$PREFIX/node"
+step "npm packages present"
+step "done"

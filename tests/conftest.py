@@ -1,0 +1,5 @@
+"""Session fixtures for the real services live in tests/testbed/ (one module per service)."""
+
+pytest_plugins = [
+    "tests.testbed.fixtures",
+]

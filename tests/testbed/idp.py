@@ -1,0 +1,163 @@
+"""The test OpenID provider (panva oidc-provider over HTTPS) and a headless login helper."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from .paths import NODE_DIR, free_port
+from .pki import PKI
+from .procs import Daemon
+
+USERS = {
+    "alice": {"password": "alice-pw", "groups": ["physics", "cms"]},
+    "bob": {"password": "bob-pw", "groups": ["physics"]},
+    "carol": {"password": "carol-pw", "groups": ["admins", "physics"]},
+    "dave": {"password": "dave-pw", "groups": ["visitors"]},
+}
+# client id -> secret (None: public client). Audience of every JWT access token: "jupyterhub".
+CLIENTS = {"jupyterhub": "jupyterhub-secret", "sts-wire": "sts-wire-secret", "sts-wire-public": None}
+AUDIENCE = "jupyterhub"
+SCOPE = "openid profile email groups offline_access"
+
+
+@dataclass
+class IdP:
+    pki: PKI
+    dir: Path
+    at_ttl: int = 600
+    rt_ttl: int = 86400
+    port: int = field(default_factory=free_port)
+    daemon: Daemon | None = None
+
+    @property
+    def issuer(self) -> str:
+        return f"https://localhost:{self.port}"
+
+    @property
+    def users_file(self) -> Path:
+        return self.dir / "users.json"
+
+    @property
+    def token_endpoint(self) -> str:
+        return self.issuer + "/token"
+
+    def session(self) -> requests.Session:
+        # trust_env=False: REQUESTS_CA_BUNDLE from the machine would silently override verify=.
+        s = requests.Session()
+        s.trust_env = False
+        s.verify = str(self.pki.ca_cert)
+        return s
+
+    def start(self) -> IdP:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy(Path(__file__).with_name("idp.mjs"), self.dir / "idp.mjs")
+        # Node resolves 'oidc-provider' from node_modules next to the script.
+        link = self.dir / "node_modules"
+        if not link.exists():
+            link.symlink_to(NODE_DIR / "node_modules")
+        (self.dir / "package.json").write_text('{"type": "module"}')
+        self.users_file.write_text(json.dumps(USERS))
+        env = dict(os.environ, ISSUER=self.issuer, PORT=str(self.port), TLS_KEY=str(self.pki.server_key),
+                   TLS_CERT=str(self.pki.server_cert), SIG_KEY=str(self.pki.sig_key),
+                   SIG_CERT=str(self.pki.sig_cert), USERS=str(self.users_file), AT_TTL=str(self.at_ttl),
+                   RT_TTL=str(self.rt_ttl), AUDIENCE=AUDIENCE)
+        self.daemon = Daemon("oidc-provider", ["node", str(self.dir / "idp.mjs")], self.dir / "idp.log",
+                             env=env, cwd=self.dir, stop_timeout=5).start()
+        s = self.session()
+        self.daemon.wait_ready(lambda: s.get(self.issuer + "/.well-known/openid-configuration", timeout=2).ok,
+                               timeout=30)
+        return self
+
+    def stop(self) -> None:
+        if self.daemon:
+            self.daemon.stop()
+
+    # --- test users -------------------------------------------------------------------------
+    def set_groups(self, user: str, groups: list[str]) -> None:
+        """Change a user's groups at the IdP; the next token issued carries them."""
+        users = json.loads(self.users_file.read_text())
+        users[user]["groups"] = list(groups)
+        tmp = self.users_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(users))
+        tmp.replace(self.users_file)
+
+    def password(self, user: str) -> str:
+        return json.loads(self.users_file.read_text())[user]["password"]
+
+    # --- headless flows ---------------------------------------------------------------------
+    def _client_auth(self, client_id: str) -> tuple[dict, tuple | None]:
+        secret = CLIENTS[client_id]
+        if secret is None:
+            return {"client_id": client_id}, None
+        if client_id == "sts-wire":  # client_secret_post
+            return {"client_id": client_id, "client_secret": secret}, None
+        return {}, (client_id, secret)
+
+    def submit_login(self, s: requests.Session, interaction_url: str, user: str,
+                     password: str | None = None) -> requests.Response:
+        """POST the login form; follow the IdP's own redirects, stop at the first foreign one."""
+        r = s.post(interaction_url, data={"login": user, "password": password or self.password(user)},
+                   allow_redirects=False)
+        while r.status_code in (302, 303) and r.headers["location"].startswith(("/", self.issuer)):
+            r = s.get(urllib.parse.urljoin(self.issuer, r.headers["location"]), allow_redirects=False)
+        return r
+
+    def login(self, user: str, password: str | None = None, client_id: str = "jupyterhub",
+              scope: str = SCOPE) -> dict:
+        """Authorization-code login without a browser; returns the token response."""
+        redirect = "http://127.0.0.1:9/cb"
+        s = self.session()
+        r = s.get(self.issuer + "/auth", params={"client_id": client_id, "response_type": "code", "scope": scope,
+                                                  "redirect_uri": redirect, "state": "st", "prompt": "consent"})
+        if "/interaction/" not in r.url:
+            raise RuntimeError(f"IdP did not show a login page: {r.status_code} {r.text[:300]}")
+        r = self.submit_login(s, r.url, user, password)
+        q = urllib.parse.parse_qs(urllib.parse.urlparse(r.headers.get("location", "")).query)
+        if "code" not in q:
+            raise RuntimeError(f"login of {user} failed: {r.status_code} {r.text[:300]}")
+        data, auth = self._client_auth(client_id)
+        t = s.post(self.token_endpoint, auth=auth, data={**data, "grant_type": "authorization_code",
+                                                          "code": q["code"][0], "redirect_uri": redirect})
+        t.raise_for_status()
+        return t.json()
+
+    def refresh(self, refresh_token: str, client_id: str = "jupyterhub") -> dict:
+        data, auth = self._client_auth(client_id)
+        t = self.session().post(self.token_endpoint, auth=auth,
+                                data={**data, "grant_type": "refresh_token", "refresh_token": refresh_token})
+        t.raise_for_status()
+        return t.json()
+
+    def revoke(self, token: str, client_id: str = "jupyterhub") -> None:
+        data, auth = self._client_auth(client_id)
+        self.session().post(self.issuer + "/token/revocation", auth=auth,
+                            data={**data, "token": token}).raise_for_status()
+
+    def approve_device(self, user_code: str, user: str, password: str | None = None) -> None:
+        """Play the person at the browser in the device-code flow: enter the code, log in, confirm."""
+        s = self.session()
+        page = s.get(self.issuer + "/device").text
+        xsrf = re.search(r'name="xsrf" value="([^"]+)"', page).group(1)
+        r = s.post(self.issuer + "/device", data={"xsrf": xsrf, "user_code": user_code}, allow_redirects=False)
+        while r.status_code in (302, 303):
+            loc = urllib.parse.urljoin(self.issuer, r.headers["location"])
+            if "/interaction/" in loc:
+                r = self.submit_login(s, loc, user, password)
+            else:
+                r = s.get(loc, allow_redirects=False)
+        # The confirmation form (same xsrf field), then the "sign-in successful" page.
+        m = re.search(r'name="xsrf" value="([^"]+)"', r.text)
+        if m and "confirm" in r.text:
+            action = re.search(r'<form[^>]*action="([^"]+)"', r.text).group(1)
+            r = s.post(urllib.parse.urljoin(self.issuer, action),
+                       data={"xsrf": m.group(1), "confirm": "yes"}, allow_redirects=True)
+        if r.status_code >= 400 or "success" not in r.text.lower():
+            raise RuntimeError(f"device approval failed: {r.status_code} {r.text[:300]}")
