@@ -142,22 +142,20 @@ class IdP:
                             data={**data, "token": token}).raise_for_status()
 
     def approve_device(self, user_code: str, user: str, password: str | None = None) -> None:
-        """Play the person at the browser in the device-code flow: enter the code, log in, confirm."""
+        """Play the person at the browser in the device-code flow: enter the code, confirm, log in."""
         s = self.session()
         page = s.get(self.issuer + "/device").text
         xsrf = re.search(r'name="xsrf" value="([^"]+)"', page).group(1)
-        r = s.post(self.issuer + "/device", data={"xsrf": xsrf, "user_code": user_code}, allow_redirects=False)
+        r = s.post(self.issuer + "/device", data={"xsrf": xsrf, "user_code": user_code})
+        if "deviceConfirmForm" not in r.text:
+            raise RuntimeError(f"device code {user_code} not accepted: {r.status_code}")
+        r = s.post(self.issuer + "/device", data={"xsrf": xsrf, "user_code": user_code, "confirm": "yes"},
+                   allow_redirects=False)
         while r.status_code in (302, 303):
             loc = urllib.parse.urljoin(self.issuer, r.headers["location"])
-            if "/interaction/" in loc:
+            if "/interaction/" in loc and s.get(loc, allow_redirects=False).status_code == 200:
                 r = self.submit_login(s, loc, user, password)
             else:
                 r = s.get(loc, allow_redirects=False)
-        # The confirmation form (same xsrf field), then the "sign-in successful" page.
-        m = re.search(r'name="xsrf" value="([^"]+)"', r.text)
-        if m and "confirm" in r.text:
-            action = re.search(r'<form[^>]*action="([^"]+)"', r.text).group(1)
-            r = s.post(urllib.parse.urljoin(self.issuer, action),
-                       data={"xsrf": m.group(1), "confirm": "yes"}, allow_redirects=True)
         if r.status_code >= 400 or "success" not in r.text.lower():
-            raise RuntimeError(f"device approval failed: {r.status_code} {r.text[:300]}")
+            raise RuntimeError(f"device approval failed: {r.status_code} {r.text[-300:]}")

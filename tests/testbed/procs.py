@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -73,10 +74,8 @@ class Daemon:
         if self.proc is None:
             return
         stop_pid(self.proc.pid, self.stop_timeout, group=True)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 def pid_alive(pid: int) -> bool:
@@ -106,10 +105,8 @@ def stop_pid(pid: int, timeout: float = 10.0, group: bool = False) -> None:
         if not pid_alive(pid):
             break
         time.sleep(0.1)
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         sender(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def read_pid(path: Path) -> int | None:
