@@ -2,4 +2,5 @@
 
 pytest_plugins = [
     "tests.testbed.fixtures",
+    "tests.testbed.slurm",
 ]
