@@ -1,0 +1,1 @@
+"""OpenID Connect login against the institute's identity provider."""

@@ -1,0 +1,72 @@
+"""Set JupyterHub up from the suite's validated configuration (the `hub` and `auth` sections)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+# What a user's server may do with its own $JUPYTERHUB_API_TOKEN: the defaults, plus reading its
+# own user's auth_state, so sts-wire can fetch the current access token (nothing of other users).
+SERVER_TOKEN_SCOPES = ["access:servers!server", "users:activity!user", "admin:auth_state!user"]
+
+# The only variables a user's server inherits from the hub's environment, which may hold the client
+# secret and the crypt key: those must never reach a user's server.
+SERVER_ENV_KEEP = ["PATH", "LANG", "LC_ALL", "TZ"]
+
+
+def apply(c, hub: Mapping, auth: Mapping, resolve_secret: Callable[[object, str], str]) -> None:
+    """Fill the traitlets config `c` from the `hub` and `auth` sections of the suite config."""
+    _apply_hub(c, hub, resolve_secret)
+    _apply_auth(c, auth, resolve_secret)
+
+
+def _apply_hub(c, hub: Mapping, resolve_secret) -> None:
+    data_dir = Path(hub.get("data_dir", "/var/lib/jhub-cloud"))
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    c.JupyterHub.bind_url = hub.get("bind_url", "http://127.0.0.1:8000")
+    if hub.get("hub_bind_url"):
+        c.JupyterHub.hub_bind_url = hub["hub_bind_url"]
+    c.JupyterHub.db_url = f"sqlite:///{data_dir / 'jupyterhub.sqlite'}"
+    c.JupyterHub.cookie_secret_file = str(data_dir / "jupyterhub_cookie_secret")
+    c.ConfigurableHTTPProxy.pid_file = str(data_dir / "jupyterhub-proxy.pid")
+    if hub.get("proxy_api_url"):
+        c.ConfigurableHTTPProxy.api_url = hub["proxy_api_url"]
+    chp = hub.get("proxy_command")
+    if chp:
+        c.ConfigurableHTTPProxy.command = [chp]
+    if hub.get("crypt_key") is not None:
+        c.CryptKeeper.keys = [resolve_secret(hub["crypt_key"], "hub.crypt_key").encode()]
+
+    # The single-user server comes from the same environment as the hub unless configured.
+    c.Spawner.cmd = [hub.get("singleuser_cmd") or str(Path(sys.executable).with_name("jupyterhub-singleuser"))]
+    c.Spawner.server_token_scopes = SERVER_TOKEN_SCOPES
+    c.Spawner.env_keep = SERVER_ENV_KEEP
+    # Users hold the scope, so their servers may be granted it (JupyterHub hands a server token the
+    # subset of server_token_scopes its user holds).
+    c.JupyterHub.load_roles = [{"name": "user", "scopes": ["self", "admin:auth_state!user"]}]
+
+
+def _apply_auth(c, auth: Mapping, resolve_secret) -> None:
+    c.JupyterHub.authenticator_class = "iam"
+    a = c.IAMAuthenticator
+    a.issuer = auth["issuer"]
+    a.client_id = auth["client_id"]
+    a.client_secret = resolve_secret(auth["client_secret"], "auth.client_secret")
+    for key, trait in (("scopes", "scope"), ("username_claim", "username_claim"), ("groups_claim", "groups_claim"),
+                       ("groups_source", "groups_source"), ("group_rename", "group_rename"),
+                       ("pkce", "enable_pkce"), ("login_service", "login_service"),
+                       ("refresh_margin_seconds", "refresh_margin"),
+                       ("access_token_audience", "access_token_audience")):
+        if auth.get(key) is not None:
+            setattr(a, trait, auth[key])
+    a.allowed_groups = set(auth.get("allowed_groups", []))
+    a.admin_groups = set(auth.get("admin_groups", []))
+    if auth.get("auth_refresh_age") is not None:
+        c.Authenticator.auth_refresh_age = auth["auth_refresh_age"]
+    if auth.get("ca_file"):
+        # Trust exactly this bundle for the IdP's TLS (TLS verification always stays on).
+        a.http_request_kwargs = {"ca_certs": str(auth["ca_file"])}
+    if auth.get("callback_url"):
+        a.oauth_callback_url = auth["callback_url"]
+

@@ -1,0 +1,121 @@
+"""A real JupyterHub (with configurable-http-proxy) started from config/jupyterhub_config.py."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+import yaml
+
+from .idp import IdP
+from .paths import NODE_MODULES, REPO, VENV_BIN, free_port
+from .procs import Daemon
+
+CLIENT_SECRET = "jupyterhub-secret"  # the test IdP's secret for client 'jupyterhub'
+
+
+def suite_config(idp: IdP, data_dir: Path, port: int, hub_port: int, proxy_api_port: int, **auth) -> dict:
+    """A suite config for a hub on loopback logging in with the test IdP."""
+    return {
+        "hub": {
+            "bind_url": f"http://127.0.0.1:{port}",
+            "hub_bind_url": f"http://127.0.0.1:{hub_port}",
+            "proxy_api_url": f"http://127.0.0.1:{proxy_api_port}",
+            "proxy_command": str(NODE_MODULES / ".bin" / "configurable-http-proxy"),
+            "data_dir": str(data_dir),
+            "crypt_key": {"env": "JUPYTERHUB_CRYPT_KEY"},
+        },
+        "auth": {
+            "issuer": idp.issuer,
+            "client_id": "jupyterhub",
+            "client_secret": {"env": "JHUB_CLOUD_CLIENT_SECRET"},
+            "scopes": ["openid", "profile", "email", "groups", "offline_access"],
+            "groups_claim": "groups",
+            "groups_source": "access_token",
+            "allowed_groups": ["physics", "cms", "admins"],
+            "admin_groups": ["admins"],
+            "ca_file": str(idp.pki.bundle),
+            **auth,
+        },
+    }
+
+
+@dataclass
+class Hub:
+    idp: IdP
+    dir: Path
+    auth: dict = field(default_factory=dict)   # overrides of the auth section
+    extra: dict = field(default_factory=dict)  # extra top-level sections (backends, groups, profiles)
+    port: int = field(default_factory=free_port)
+    hub_port: int = field(default_factory=free_port)
+    proxy_api_port: int = field(default_factory=free_port)
+    api_token: str = field(default_factory=lambda: secrets.token_hex(24))
+    daemon: Daemon | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "jupyterhub.log"
+
+    @property
+    def config_file(self) -> Path:
+        return self.dir / "jhub-cloud.yaml"
+
+    def start(self, timeout: float = 60) -> Hub:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        cfg = suite_config(self.idp, self.dir / "data", self.port, self.hub_port, self.proxy_api_port, **self.auth)
+        cfg.update(self.extra)
+        self.config_file.write_text(yaml.safe_dump(cfg))
+        # The test's own additions: an API service token for driving the hub.
+        (self.dir / "jupyterhub_config.py").write_text(
+            f"load_subconfig({str(REPO / 'config' / 'jupyterhub_config.py')!r})\n"
+            "c = get_config()\n"
+            "c.JupyterHub.services = [{'name': 'tester', 'api_token': open('api_token').read().strip()}]\n"
+            "c.JupyterHub.load_roles = list(c.JupyterHub.load_roles) + [{'name': 'tester', 'services': ['tester'],"
+            " 'scopes': ['admin:users', 'admin:servers', 'admin:auth_state', 'admin:groups', 'read:hub']}]\n"
+            "c.JupyterHub.log_level = 'DEBUG'\n"
+        )
+        token_file = self.dir / "api_token"
+        token_file.write_text(self.api_token)
+        token_file.chmod(0o600)
+        env = dict(os.environ, JHUB_CLOUD_CONFIG=str(self.config_file), JHUB_CLOUD_CLIENT_SECRET=CLIENT_SECRET,
+                   JUPYTERHUB_CRYPT_KEY=secrets.token_hex(32), CONFIGPROXY_AUTH_TOKEN=secrets.token_hex(16))
+        self.daemon = Daemon("jupyterhub", [str(VENV_BIN / "jupyterhub"), "-f", "jupyterhub_config.py"], self.log,
+                             env=env, cwd=self.dir, stop_timeout=15).start()
+        self.daemon.wait_ready(lambda: requests.get(self.url + "/hub/api/", timeout=2).ok, timeout=timeout)
+        return self
+
+    def stop(self) -> None:
+        if self.daemon:
+            self.daemon.stop()
+
+    # --- driving it ------------------------------------------------------------------------------
+    def api(self, method: str, path: str, token: str | None = None, **kw) -> requests.Response:
+        headers = {"Authorization": f"token {token or self.api_token}"}
+        return requests.request(method, f"{self.url}/hub/api{path}", headers=headers, timeout=30, **kw)
+
+    def user(self, name: str) -> dict:
+        r = self.api("GET", f"/users/{name}")
+        r.raise_for_status()
+        return r.json()
+
+    def login(self, user: str, password: str | None = None) -> tuple[requests.Session, requests.Response]:
+        """Log in through the hub's OAuth flow without a browser; returns the session and the final page."""
+        s = self.idp.session()
+        r = s.get(self.url + "/hub/oauth_login", allow_redirects=False)
+        while r.status_code in (302, 303):
+            loc = urllib.parse.urljoin(r.url, r.headers["location"])
+            if "/interaction/" in loc:
+                r = s.get(loc, allow_redirects=False)
+                if r.status_code == 200:  # the login form
+                    r = self.idp.submit_login(s, loc, user, password)
+                continue
+            r = s.get(loc, allow_redirects=False)
+        return s, r
