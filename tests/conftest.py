@@ -3,4 +3,6 @@
 pytest_plugins = [
     "tests.testbed.fixtures",
     "tests.testbed.slurm",
+    "tests.testbed.docker",
+    "tests.testbed.seaweedfs",
 ]
