@@ -4,5 +4,4 @@ pytest_plugins = [
     "tests.testbed.fixtures",
     "tests.testbed.slurm",
     "tests.testbed.docker",
-    "tests.testbed.seaweedfs",
 ]
