@@ -7,12 +7,12 @@ as JupyterHub groups, tokens in auth_state refreshed ahead of expiry.
 
 from __future__ import annotations
 
-import json
 import time
 
+import requests
 from oauthenticator.generic import GenericOAuthenticator
-from tenacity import retry, stop_after_delay, wait_exponential
-from tornado.httpclient import HTTPClient, HTTPClientError, HTTPRequest
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
+from tornado.httpclient import HTTPClientError
 from tornado.web import HTTPError
 from traitlets import Dict, Enum, Int, List, Unicode, default
 
@@ -105,30 +105,31 @@ class IAMAuthenticator(GenericOAuthenticator):
         self._verifier = None
 
     # --- discovery and keys ---------------------------------------------------------------------
-    def _request(self, url: str) -> HTTPRequest:
-        kwargs = dict(self.http_request_kwargs)
-        kwargs.setdefault("validate_cert", self.validate_server_cert)
-        return HTTPRequest(url, headers={"Accept": "application/json"}, request_timeout=10, **kwargs)
-
     @property
     def discovered(self) -> dict:
-        """The issuer's discovery document, fetched once (retried for `discovery_timeout`)."""
+        """The issuer's discovery document, fetched once, retried while the IdP is unreachable.
+
+        Synchronous on purpose: OAuthenticator reads the endpoint URLs as plain attributes, and this
+        runs once per hub process.
+        """
         if self._discovered is None:
             if not self.issuer:
                 raise ValueError("IAMAuthenticator.issuer is not set: give the OpenID Connect issuer URL")
             url = self.issuer.rstrip("/") + "/.well-known/openid-configuration"
+            verify = self.http_request_kwargs.get("ca_certs") or True
+            if not self.validate_server_cert:
+                verify = False
 
-            @retry(stop=stop_after_delay(self.discovery_timeout), wait=wait_exponential(max=5), reraise=True)
+            @retry(stop=stop_after_delay(self.discovery_timeout), wait=wait_exponential(max=5), reraise=True,
+                   retry=retry_if_exception_type((requests.ConnectionError, requests.Timeout)))
             def fetch():
-                client = HTTPClient()
-                try:
-                    return json.loads(client.fetch(self._request(url)).body)
-                finally:
-                    client.close()
+                r = requests.get(url, verify=verify, timeout=10, headers={"Accept": "application/json"})
+                r.raise_for_status()
+                return r.json()
 
             try:
                 doc = fetch()
-            except Exception as e:
+            except (requests.RequestException, ValueError) as e:
                 raise RuntimeError(f"OpenID discovery at {url} failed: {e}. Check auth.issuer and that "
                                    "the hub trusts the IdP's TLS certificate (auth.ca_file).") from None
             for key in ("authorization_endpoint", "token_endpoint", "jwks_uri", "issuer"):
