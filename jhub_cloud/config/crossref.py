@@ -1,0 +1,194 @@
+"""Checks the schema cannot express: names that must refer to something defined elsewhere.
+
+They run on the raw data next to the schema check (so all problems come out at once), and skip
+any part the schema already found wrong, so one mistake is reported once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from .errors import PathPart, Problem
+from .schema import show
+from .units import parse_memory
+
+Path = tuple[PathPart, ...]
+BATCH_BACKENDS = ("slurm",)
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+# Which group limit bounds which choice, and how to compare values.
+_LIMITED = {"cpu": ("max_cpu", float), "memory": ("max_memory", parse_memory), "gpus": ("max_gpus", int)}
+
+
+def crossref_problems(data: Any, schema_problems: Iterable[Problem]) -> list[Problem]:
+    if not isinstance(data, dict):
+        return []
+    broken = [p.parts for p in schema_problems]
+
+    def clean(parts: Path) -> bool:
+        """No schema problem at, inside or above `parts`."""
+        n = len(parts)
+        return not any(b[:n] == parts or parts[: len(b)] == b for b in broken)
+
+    auth, groups = _dict(data.get("auth")), _dict(data.get("groups"))
+    out: list[Problem] = []
+    out += _auth_problems(auth, clean)
+    allowed = auth.get("allowed_groups") if clean(("auth", "allowed_groups")) else None
+    if isinstance(allowed, list):
+        for name in groups:
+            if name not in allowed:
+                out.append(Problem(("groups", name), (
+                    f"group {name!r} has limits but is not in auth.allowed_groups, so its members "
+                    "cannot log in; add it there or remove these limits")))
+    backends = data.get("backends") if clean(("backends",)) else None
+    profiles = data.get("profiles")
+    if isinstance(profiles, list):
+        out += _unique_names(profiles, clean)
+        for i, profile in enumerate(profiles):
+            if isinstance(profile, dict):
+                out += _profile_problems(("profiles", i), profile, backends, groups, clean)
+    return out
+
+
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list:
+    return value if isinstance(value, list) else []
+
+
+def _auth_problems(auth: dict, clean) -> list[Problem]:
+    out = []
+    allowed = auth.get("allowed_groups")
+    if clean(("auth", "allowed_groups")) and isinstance(allowed, list):
+        for j, name in enumerate(_list(auth.get("admin_groups"))):
+            if clean(("auth", "admin_groups", j)) and name not in allowed:
+                out.append(Problem(("auth", "admin_groups", j), (
+                    f"{name!r} is not in auth.allowed_groups, so its members could not log in; "
+                    "add it to allowed_groups")))
+    if auth.get("client_secret") is None and auth.get("pkce") is False:
+        out.append(Problem(("auth", "pkce"), (
+            "a public client (no client_secret) must use PKCE; set pkce: true or give a "
+            "client_secret")))
+    return out
+
+
+def _unique_names(profiles: list, clean) -> list[Problem]:
+    out, first = [], {}
+    for i, profile in enumerate(profiles):
+        name = profile.get("name") if isinstance(profile, dict) else None
+        if not isinstance(name, str) or not clean(("profiles", i, "name")):
+            continue
+        if name in first:
+            out.append(Problem(("profiles", i, "name"), (
+                f"duplicate profile name {name!r} (also profiles[{first[name]}]); "
+                "give each profile its own name")))
+        else:
+            first[name] = i
+    return out
+
+
+def _profile_problems(p: Path, profile: dict, backends, groups: dict, clean) -> list[Problem]:
+    out = []
+    backend = profile.get("backend")
+    if isinstance(backends, dict) and clean((*p, "backend")) and backend not in backends:
+        enabled = ", ".join(sorted(backends)) or "none"
+        out.append(Problem((*p, "backend"), (
+            f"backend {backend!r} is not enabled (enabled: {enabled}); add it under backends "
+            "or pick an enabled one")))
+    profile_groups = []
+    for j, name in enumerate(_list(profile.get("groups"))):
+        if not clean((*p, "groups", j)):
+            continue
+        if name in groups:
+            profile_groups.append(name)
+        else:
+            known = ", ".join(sorted(groups)) or "none"
+            out.append(Problem((*p, "groups", j), (
+                f"group {name!r} is not defined under groups (defined: {known}); "
+                "define its limits there or remove it from this profile")))
+    raw_choices = _dict(profile.get("choices"))
+    # Only choices the schema found sound; a broken gpus choice also silences the gpu_model check.
+    choices = {
+        name: choice
+        for name, choice in raw_choices.items()
+        if clean((*p, "choices", name)) and isinstance(choice, dict)
+    }
+    if "gpu_model" in choices and "gpus" in raw_choices and "gpus" not in choices:
+        del choices["gpu_model"]
+    settings = backends.get(backend) if isinstance(backends, dict) else None
+    out += _choice_problems((*p, "choices"), choices, backend, _dict(settings))
+    out += _beyond_limits((*p, "choices"), choices, profile_groups, groups, clean)
+    mounts = profile.get("mounts")
+    if isinstance(mounts, list) and clean((*p, "mounts")):
+        out += _mount_problems((*p, "mounts"), mounts)
+    return out
+
+
+def _choice_problems(c: Path, choices: dict, backend, settings: dict) -> list[Problem]:
+    out = []
+    for name, choice in choices.items():
+        options = choice.get("options", [])
+        if "default" in choice and choice["default"] not in options:
+            listed = ", ".join(show(o) for o in options)
+            out.append(Problem((*c, name, "default"), (
+                f"{show(choice['default'])} is not one of the options ({listed}); "
+                "pick the default from the options or add it to them")))
+    if "time_limit" in choices and backend not in BATCH_BACKENDS and isinstance(backend, str):
+        out.append(Problem((*c, "time_limit"), (
+            f"time_limit applies only to batch backends ({', '.join(BATCH_BACKENDS)}), not to "
+            f"{backend}; remove it or use a batch backend")))
+    if "gpu_model" in choices:
+        gpus = choices.get("gpus", {}).get("options", [0])
+        if not any(n > 0 for n in gpus):
+            out.append(Problem((*c, "gpu_model"), (
+                "gpu_model is offered but no gpus option is above 0; add a gpus option "
+                "such as 1, or remove gpu_model")))
+        known = settings.get("gpu_models")
+        if isinstance(known, list):
+            for k, model in enumerate(choices["gpu_model"].get("options", [])):
+                if model not in known:
+                    out.append(Problem((*c, "gpu_model", "options", k), (
+                        f"{model!r} is not in backends.{backend}.gpu_models "
+                        f"({', '.join(known)}); add it there or remove it here")))
+    return out
+
+
+def _beyond_limits(c: Path, choices: dict, names: list, groups: dict, clean) -> list[Problem]:
+    """An option above the limit of every group allowed the profile could never be started."""
+    out = []
+    if not names or not all(clean(("groups", n)) for n in names):
+        return out
+    for choice, (limit, measure) in _LIMITED.items():
+        if choice not in choices:
+            continue
+        # max() keeps the first of equals: the first group in sorted order, as everywhere.
+        best = max(sorted(names), key=lambda n: measure(groups[n].get(limit, 0)))
+        top = groups[best].get(limit, 0)
+        for k, option in enumerate(choices[choice].get("options", [])):
+            if measure(option) > measure(top):
+                out.append(Problem((*c, choice, "options", k), (
+                    f"{show(option)} is more than {limit} of every group allowed this profile "
+                    f"(largest: {show(top)}, group {best}), so nobody could start it; "
+                    f"lower it or raise that group's {limit}")))
+    return out
+
+
+def _mount_problems(m: Path, mounts: list) -> list[Problem]:
+    out, used = [], {}
+    for k, mount in enumerate(mounts):
+        path = mount.get("path")
+        for field in ("bucket", "path"):
+            for placeholder in _PLACEHOLDER.findall(str(mount.get(field, ""))):
+                if placeholder != "username":
+                    out.append(Problem((*m, k, field), (
+                        f"unknown placeholder {{{placeholder}}}; only {{username}} is replaced")))
+        if path in used:
+            out.append(Problem((*m, k, "path"), (
+                f"{path!r} is already the folder of mounts[{used[path]}]; "
+                "give each mount its own folder")))
+        else:
+            used[path] = k
+    return out

@@ -1,0 +1,2 @@
+def reference_markdown() -> str:
+    return ""
