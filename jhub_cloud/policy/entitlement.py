@@ -1,0 +1,100 @@
+"""Which groups count, the limits they give, and the profiles a user is offered.
+
+Several groups combine the same way every time: a user may use every profile that any of their
+allowed groups may use, and for each limit gets the largest value over their allowed groups; the
+group named as its source is the first, in sorted order, giving that value. Groups not in
+auth.allowed_groups count for nothing, and a user with no allowed group gets nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from types import MappingProxyType
+
+from ..config.model import Choice, Config, Profile
+from ..config.units import parse_memory
+from .types import LIMIT_NAMES, Limits, ProfileOffer
+
+# Which limit bounds which choice for a single server, and how to measure an option.
+CHOICE_LIMITS = {"cpu": ("max_cpu", float), "memory": ("max_memory", parse_memory),
+                 "gpus": ("max_gpus", int)}
+
+
+def user_groups(cfg: Config, groups: Iterable[str]) -> tuple[str, ...]:
+    """The user's groups that count: those in auth.allowed_groups, sorted, once each."""
+    if isinstance(groups, str):
+        # "physics,cms" would otherwise be read one letter at a time.
+        raise TypeError("groups must be a list of group names, not one string")
+    allowed = set(cfg.allowed_groups)
+    return tuple(sorted({g for g in groups if isinstance(g, str) and g in allowed}))
+
+
+def is_admin(cfg: Config, groups: Iterable[str]) -> bool:
+    return bool(set(user_groups(cfg, groups)) & set(cfg.admin_groups))
+
+
+def user_limits(cfg: Config, groups: Iterable[str]) -> Limits | None:
+    """The largest of each limit over the user's groups; None when no group of theirs has limits."""
+    mine = [cfg.groups[g] for g in user_groups(cfg, groups) if g in cfg.groups]
+    if not mine:
+        return None
+    values, source = {}, {}
+    for name in LIMIT_NAMES:
+        attr = "max_memory_bytes" if name == "max_memory" else name
+        best = max(mine, key=lambda lim, a=attr: getattr(lim, a))  # first of equals: sorted order
+        values[attr], source[name] = getattr(best, attr), best.group
+    return Limits(**values, source=MappingProxyType(source))
+
+
+def allowed_profiles(cfg: Config, groups: Iterable[str]) -> list[ProfileOffer]:
+    """What the spawn page shows this user, in the order of the configuration."""
+    return review_profiles(cfg, groups)[0]
+
+
+def review_profiles(cfg: Config, groups: Iterable[str]) -> tuple[list[ProfileOffer], dict]:
+    """(offers, {profile name: why not offered}) for the profiles the user's groups may use."""
+    mine = user_groups(cfg, groups)
+    limits = user_limits(cfg, mine)
+    offers, unavailable = [], {}
+    for profile in cfg.profiles:
+        granted = tuple(g for g in mine if g in profile.groups)
+        if not granted or limits is None:
+            continue
+        choices, why_not = fit_choices(profile, limits)
+        if choices is None:
+            unavailable[profile.name] = why_not
+            continue
+        offers.append(ProfileOffer(
+            name=profile.name,
+            display_name=profile.display_name,
+            description=profile.description,
+            backend=profile.backend,
+            granted_by=granted,
+            choices=MappingProxyType(choices),
+            mounts=profile.mounts,
+            environment=profile.environment,
+        ))
+    return offers, unavailable
+
+
+def fit_choices(profile: Profile, limits: Limits) -> tuple[dict | None, str]:
+    """The profile's choices cut to what one server may have within `limits` (or None, why)."""
+    out = {}
+    for name, choice in profile.choices.items():
+        if name not in CHOICE_LIMITS:
+            out[name] = choice
+            continue
+        limit, measure = CHOICE_LIMITS[name]
+        fits = tuple(o for o in choice.options if measure(o) <= limits.value(limit))
+        if not fits:
+            smallest = min(choice.options, key=measure)
+            return None, (
+                f"its smallest {name} ({smallest}) is above your {limit} of "
+                f"{limits.shown(limit)} (from group {limits.source[limit]})"
+            )
+        # A default cut off becomes the largest option still allowed, nearest to the intent.
+        default = choice.default if choice.default in fits else max(fits, key=measure)
+        out[name] = Choice(fits, default)
+    if "gpu_model" in out and not any(n > 0 for n in out["gpus"].options):
+        del out["gpu_model"]  # no GPU to choose a model of
+    return out, ""
