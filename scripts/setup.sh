@@ -15,7 +15,7 @@ APT_PACKAGES=(
   slurmctld slurmd slurm-client munge
   ceph-mon ceph-osd radosgw ceph-common
   docker.io debootstrap
-  chromium chromium-driver
+  chromium chromium-driver libnss3-tools
   s3fs
 )
 missing=()

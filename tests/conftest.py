@@ -4,4 +4,6 @@ pytest_plugins = [
     "tests.testbed.fixtures",
     "tests.testbed.slurm",
     "tests.testbed.docker",
+    "tests.testbed.proxy",
+    "tests.testbed.browser",
 ]
