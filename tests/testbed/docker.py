@@ -49,14 +49,14 @@ def debian_mirror(suite: str = "bookworm") -> str:
     raise ServiceError(f"no Debian mirror for {suite} configured in /etc/apt")
 
 
-def terminal(config) -> Callable[[str], None]:
+def terminal(config, label: str) -> Callable[[str], None]:
     """A print that reaches the terminal even while pytest captures output (slow builds)."""
     capman = config.pluginmanager.getplugin("capturemanager")
     reporter = config.pluginmanager.getplugin("terminalreporter")
     t0 = time.monotonic()
 
     def say(msg: str) -> None:
-        line = f"[base image {time.monotonic() - t0:5.0f}s] {msg}"
+        line = f"[{label} {time.monotonic() - t0:5.0f}s] {msg}"
         if capman is None or reporter is None:
             print(line, file=sys.stderr, flush=True)
             return
@@ -64,6 +64,21 @@ def terminal(config) -> Callable[[str], None]:
             reporter.write_line(line)
 
     return say
+
+
+def pids_with_arg(marker: str, exact: bool = False) -> list[int]:
+    """Live processes with ``marker`` in (or, if exact, as) a command-line argument."""
+    pids = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit() or int(p.name) == os.getpid():
+            continue
+        try:
+            args = (p / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if any(a == marker if exact else marker in a for a in args) and pid_alive(int(p.name)):
+            pids.append(int(p.name))
+    return pids
 
 
 @dataclass
@@ -113,7 +128,7 @@ class Dockerd:
         while True:
             try:
                 fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
+                break
             except BlockingIOError:
                 if time.monotonic() > deadline:
                     raise ServiceError(f"{self.data_root} stayed in use by another test session") from None
@@ -121,6 +136,11 @@ class Dockerd:
                     say(f"waiting for another test session's dockerd to release {self.data_root}")
                     told = True
                 time.sleep(1)
+        # We hold the lock, so a dockerd still on this data root belongs to a test session that
+        # was killed before its teardown ran: stop it before ours uses the same files.
+        for pid in pids_with_arg(f"--data-root={self.data_root}", exact=True):
+            say(f"stopping dockerd {pid}, left behind by a test session that died")
+            stop_pid(pid, timeout=30)
 
     def start(self, say=print) -> Dockerd:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -143,23 +163,11 @@ class Dockerd:
             self.daemon.stop()
         # dockerd normally ends its containerd and the container shims; if it died hard they
         # remain. Every one of them names our exec root on its command line.
-        for pid in self._our_leftover_pids():
+        for pid in pids_with_arg(str(self.dir / "exec")):
             stop_pid(pid, timeout=5)
         if self._lock:
             self._lock.close()  # releases the flock
             self._lock = None
-
-    def _our_leftover_pids(self) -> list[int]:
-        marker = str(self.dir / "exec").encode()
-        pids = []
-        for p in Path("/proc").iterdir():
-            if p.name.isdigit():
-                try:
-                    if marker in (p / "cmdline").read_bytes() and pid_alive(int(p.name)):
-                        pids.append(int(p.name))
-                except OSError:
-                    continue
-        return pids
 
     # --- images -----------------------------------------------------------------------------
     def build_base_image(self, tag: str = BASE_IMAGE, say=print) -> None:
@@ -215,7 +223,7 @@ def dockerd(run_dir, request) -> Dockerd:
     """A running dockerd on a private socket; its image store persists in paths.CACHE."""
     d = Dockerd(run_dir / "docker")
     try:
-        d.start(say=terminal(request.config))
+        d.start(say=terminal(request.config, "dockerd"))
         yield d
     finally:
         d.stop()
@@ -225,5 +233,5 @@ def dockerd(run_dir, request) -> Dockerd:
 def base_image(dockerd, request) -> str:
     """``jhub-cloud/base:bookworm`` (python3, venv, CA certificates), built once and cached."""
     if not dockerd.image_exists(BASE_IMAGE):
-        dockerd.build_base_image(BASE_IMAGE, say=terminal(request.config))
+        dockerd.build_base_image(BASE_IMAGE, say=terminal(request.config, "base image"))
     return BASE_IMAGE
