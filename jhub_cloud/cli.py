@@ -56,12 +56,15 @@ def _check(args: argparse.Namespace) -> int:
     elif problems:
         print(ConfigError(problems, args.config))
     else:
-        backends = ", ".join(cfg.backends)
         print(
-            f"{args.config}: OK ({len(cfg.profiles)} profiles, {len(cfg.groups)} groups; "
-            f"backends: {backends})"
+            f"{args.config}: OK ({_count(cfg.profiles, 'profile')}, {_count(cfg.groups, 'group')}; "
+            f"backends: {', '.join(cfg.backends)})"
         )
     return 1 if problems else 0
+
+
+def _count(items, noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
 
 
 # explain ------------------------------------------------------------------------------------
