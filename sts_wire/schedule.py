@@ -1,0 +1,55 @@
+"""When to renew tokens and keys, and how long to back off. Pure: times are plain epoch floats."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Renew once this share of a lifetime has passed: with 60 s keys, at 40 s; with 1 h, at 40 min.
+RENEW_AT = 2 / 3
+# The expiry told to rclone's SDK: between our renewal and the real end of the keys.
+REPORT_AT = 5 / 6
+MIN_LEAD = 5.0       # never plan closer than this to the real expiry
+
+
+@dataclass(frozen=True)
+class Lifetime:
+    issued: float
+    expires: float
+
+    @property
+    def seconds(self) -> float:
+        return max(0.0, self.expires - self.issued)
+
+    def renew_at(self, share: float = RENEW_AT, max_lead: float | None = 600.0) -> float:
+        """The moment to start renewing: after ``share`` of the lifetime, but at most
+        ``max_lead`` seconds before the end (12 h keys are not renewed after 8 h but 10 min
+        before), and never later than MIN_LEAD seconds before the end."""
+        lead = self.seconds * (1 - share)
+        if max_lead is not None:
+            lead = min(lead, max(max_lead, 0.0))
+        lead = max(lead, min(MIN_LEAD, self.seconds / 2))
+        return self.expires - lead
+
+    def reported_expiry(self) -> float:
+        """What rclone is told: later than renew_at, earlier than the real expiry."""
+        r = self.renew_at()
+        return r + (self.expires - r) * 0.5
+
+    def remaining(self, now: float) -> float:
+        return self.expires - now
+
+
+def backoff(attempt: int, base: float = 1.0, cap: float = 60.0) -> float:
+    """1, 2, 4, ... seconds, never more than ``cap`` (attempt counts from 0)."""
+    return min(cap, base * (2 ** max(0, attempt)))
+
+
+def retry_delay(attempt: int, now: float, deadline: float | None, cap: float = 30.0) -> float:
+    """Back off after a failed renewal; close to the deadline, retry more often (at least once
+    before it)."""
+    d = backoff(attempt, 1.0, cap)
+    if deadline is not None:
+        left = deadline - now
+        if left > 0:
+            d = min(d, max(1.0, left / 3))
+    return d

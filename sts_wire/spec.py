@@ -1,0 +1,454 @@
+"""The mount spec: parsing, schema, validation. Pure: no file system, no network.
+
+A spec (YAML or JSON) says where the token comes from, which STS to ask, and what to mount::
+
+    token:  {source: hub}                       # or file / refresh / device, see TokenSpec
+    sts:    {endpoint: https://s3.example.org, role_arn: "arn:aws:iam:::role/{user}"}
+    mounts:
+      - {remote: "{user}", path: "/s3/{user}"}
+      - {remote: scratch, path: /s3/scratch}
+      - {remote: cms/shared, path: /s3/cms, read_only: true, cache_mode: full,
+         flags: ["--vfs-read-ahead", "64M"]}
+
+``{user}`` in ``remote``, ``path``, ``role_arn`` and ``session_name`` is replaced by the user name.
+Every problem is reported with the key it concerns (``mounts[1].path: ...``), all at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import jsonschema
+import yaml
+
+from .errors import SpecError
+
+TOKEN_SOURCES = ("hub", "file", "refresh", "device")
+CLIENT_AUTH = ("basic", "post", "none")
+CACHE_MODES = ("off", "minimal", "writes", "full")
+RW_CACHE_MODES = ("writes", "full")  # notebooks open files read+write and seek while writing
+PROVIDERS = ("Other", "AWS", "Ceph", "Minio", "SeaweedFS")
+IMPLEMENTATIONS = ("mount", "mount2")
+DEFAULT_CACHE_MODE = "writes"
+DEFAULT_REGION = "us-east-1"
+
+# --- extra rclone flags: an allow-list, each with the kind of value it takes ----------------------
+_SIZE = re.compile(r"^(off|-1|\d+(\.\d+)?([KMGTP]i?)?B?)$", re.IGNORECASE)
+_DURATION = re.compile(r"^(off|\d+(\.\d+)?(ns|us|ms|s|m|h|d|w|M|y)?)+$")
+_INT = re.compile(r"^\d{1,6}$")
+_OCTAL = re.compile(r"^0?[0-7]{3,4}$")
+
+ALLOWED_FLAGS: dict[str, str] = {
+    # VFS behaviour and caching
+    "--vfs-read-ahead": "size", "--vfs-read-chunk-size": "size", "--vfs-read-chunk-size-limit": "size",
+    "--vfs-read-chunk-streams": "int", "--vfs-read-wait": "duration", "--vfs-write-wait": "duration",
+    "--vfs-write-back": "duration", "--vfs-cache-max-age": "duration", "--vfs-cache-max-size": "size",
+    "--vfs-cache-min-free-space": "size", "--vfs-cache-poll-interval": "duration",
+    "--vfs-fast-fingerprint": "bool", "--vfs-refresh": "bool", "--vfs-case-insensitive": "bool",
+    "--vfs-used-is-size": "bool", "--dir-cache-time": "duration", "--poll-interval": "duration",
+    "--attr-timeout": "duration", "--buffer-size": "size", "--max-read-ahead": "size",
+    "--async-read": "bool", "--no-checksum": "bool", "--no-modtime": "bool", "--no-seek": "bool",
+    "--direct-io": "bool", "--write-back-cache": "bool", "--use-mmap": "bool",
+    "--umask": "octal", "--dir-perms": "octal", "--file-perms": "octal",
+    # transfers and S3
+    "--transfers": "int", "--checkers": "int", "--multi-thread-streams": "int",
+    "--low-level-retries": "int", "--retries": "int", "--contimeout": "duration", "--timeout": "duration",
+    "--s3-upload-concurrency": "int", "--s3-chunk-size": "size", "--s3-upload-cutoff": "size",
+    "--s3-copy-cutoff": "size", "--s3-disable-checksum": "bool", "--s3-no-head": "bool",
+    "--s3-no-head-object": "bool", "--s3-list-chunk": "int", "--s3-list-version": "int",
+    "--s3-use-multipart-etag": "bool", "--s3-memory-pool-flush-time": "duration",
+    "--s3-disable-http2": "bool", "--s3-use-unsigned-payload": "bool",
+}
+_CHECK = {"size": _SIZE, "duration": _DURATION, "int": _INT, "octal": _OCTAL}
+
+# Flags that sts-wire sets itself or that would break its guarantees (keys in argv, other users
+# reading the mount, a second config file, logs elsewhere, detaching from supervision...).
+_WHY_REFUSED = {
+    "--config": "sts-wire writes rclone's configuration itself",
+    "--cache-dir": "sts-wire gives every mount its own cache folder",
+    "--log-file": "sts-wire keeps rclone's logs (rotated) in its log folder",
+    "--daemon": "sts-wire supervises rclone in the foreground",
+    "--allow-other": "the mount would be readable by other users",
+    "--allow-root": "the mount would be readable by root processes of others",
+    "--rc": "sts-wire runs rclone's remote control on a private socket itself",
+    "--use-server-modtime": "always set by sts-wire",
+    "--read-only": "use `read_only: true`",
+    "--vfs-cache-mode": "use `cache_mode:`",
+}
+
+USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$")
+BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
+PLACEHOLDERS = ("user",)
+
+
+SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["sts", "mounts"],
+    "properties": {
+        "version": {"const": 1},
+        "user": {"type": "string", "minLength": 1},
+        "token": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "source": {"enum": list(TOKEN_SOURCES)},
+                "path": {"type": "string", "minLength": 1},
+                "issuer": {"type": "string", "pattern": "^https?://"},
+                "client_id": {"type": "string", "minLength": 1},
+                "client_secret_file": {"type": "string", "minLength": 1},
+                "client_secret_env": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+                "client_auth": {"enum": list(CLIENT_AUTH)},
+                "refresh_token_file": {"type": "string", "minLength": 1},
+                "scope": {"type": "string"},
+                "audience": {"type": "string", "minLength": 1},
+                "ca_file": {"type": "string", "minLength": 1},
+                "hub_api_url": {"type": "string", "pattern": "^https?://"},
+            },
+        },
+        "sts": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["endpoint"],
+            "properties": {
+                "endpoint": {"type": "string", "pattern": "^https?://"},
+                "s3_endpoint": {"type": "string", "pattern": "^https?://"},
+                "region": {"type": "string", "minLength": 1},
+                "role_arn": {"type": "string"},
+                "session_name": {"type": "string", "minLength": 2, "maxLength": 64},
+                "duration": {"type": "integer", "minimum": 1, "maximum": 43200},
+                "provider": {"enum": list(PROVIDERS)},
+                "ca_file": {"type": "string", "minLength": 1},
+            },
+        },
+        "rclone": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "implementation": {"enum": list(IMPLEMENTATIONS)},
+                "flags": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        "mounts": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["remote", "path"],
+                "properties": {
+                    "remote": {"type": "string", "minLength": 1},
+                    "path": {"type": "string", "minLength": 1},
+                    "read_only": {"type": "boolean"},
+                    "cache_mode": {"enum": list(CACHE_MODES)},
+                    "flags": {"type": "array", "items": {"type": "string"}},
+                    "optional": {"type": "boolean"},
+                },
+            },
+        },
+    },
+}
+
+
+@dataclass(frozen=True)
+class TokenSpec:
+    source: str = "hub"
+    path: str | None = None              # file: a JWT, or a JSON token response, re-read on change
+    issuer: str | None = None            # refresh/device (discovery); file: to verify the JWT
+    client_id: str | None = None
+    client_secret_file: str | None = None
+    client_secret_env: str = "STS_WIRE_CLIENT_SECRET"  # noqa: S105 - a variable name
+    client_auth: str | None = None       # default: basic with a secret, none without
+    refresh_token_file: str | None = None
+    scope: str = "openid offline_access"
+    audience: str | None = None
+    ca_file: str | None = None
+    hub_api_url: str | None = None
+
+
+@dataclass(frozen=True)
+class StsSpec:
+    endpoint: str | None = None
+    s3_endpoint: str | None = None
+    region: str = DEFAULT_REGION
+    role_arn: str | None = None
+    session_name: str | None = None
+    duration: int | None = None
+    provider: str = "Other"
+    ca_file: str | None = None
+
+    @property
+    def s3_url(self) -> str | None:
+        return self.s3_endpoint or self.endpoint
+
+
+@dataclass(frozen=True)
+class MountSpec:
+    remote: str
+    path: str
+    read_only: bool = False
+    cache_mode: str = DEFAULT_CACHE_MODE
+    flags: tuple[str, ...] = ()
+    optional: bool = False
+
+    @property
+    def bucket(self) -> str:
+        return self.remote.split("/", 1)[0]
+
+    @property
+    def prefix(self) -> str:
+        return self.remote.split("/", 1)[1].strip("/") if "/" in self.remote else ""
+
+
+@dataclass(frozen=True)
+class Spec:
+    token: TokenSpec = field(default_factory=TokenSpec)
+    sts: StsSpec = field(default_factory=StsSpec)
+    mounts: tuple[MountSpec, ...] = ()
+    user: str | None = None
+    implementation: str = "mount"
+    flags: tuple[str, ...] = ()          # extra rclone flags for every mount
+
+
+# --- parsing ----------------------------------------------------------------------------------
+def load_text(text: str, source: str = "mount spec") -> dict:
+    """YAML or JSON text to a dict (JSON is YAML); a parse error names the line."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpecError([f"not valid YAML or JSON{where}: {getattr(e, 'problem', e)}"], source) from None
+    if doc is None:
+        raise SpecError(["the file is empty"], source)
+    if not isinstance(doc, dict):
+        raise SpecError([f"the top level must be a mapping, not {type(doc).__name__}"], source)
+    return doc
+
+
+def _key_path(path: Iterable) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+def schema_problems(doc: Mapping) -> list[str]:
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    problems = []
+    for err in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path))):
+        where = _key_path(err.absolute_path)
+        if err.validator == "additionalProperties":
+            extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+            known = ", ".join(sorted(err.schema.get("properties", {})))
+            problems.append(f"{where}: unknown key(s) {', '.join(extra)} (known: {known})")
+        elif err.validator == "enum":
+            problems.append(f"{where}: {err.instance!r} is not one of {', '.join(map(str, err.validator_value))}")
+        elif err.validator == "required":
+            problems.append(f"{where}: {err.message}")
+        else:
+            problems.append(f"{where}: {err.message}")
+    return problems
+
+
+def check_flags(flags: Sequence[str], where: str) -> list[str]:
+    """Each flag must be on the allow-list and carry a value of the right kind."""
+    problems = []
+    i = 0
+    flags = list(flags)
+    while i < len(flags):
+        raw = flags[i]
+        name, eq, value = raw.partition("=")
+        if not name.startswith("--"):
+            problems.append(f"{where}[{i}]: {raw!r} is not a --flag")
+            i += 1
+            continue
+        kind = ALLOWED_FLAGS.get(name)
+        if kind is None:
+            why = _WHY_REFUSED.get(name)
+            problems.append(f"{where}[{i}]: {name} is not allowed"
+                            + (f" ({why})" if why else " (not on the allow-list of rclone flags)"))
+            i += 1
+            continue
+        if kind == "bool":
+            if eq and value.lower() not in ("true", "false"):
+                problems.append(f"{where}[{i}]: {name} takes true or false, not {value!r}")
+            i += 1
+            continue
+        if not eq:
+            if i + 1 >= len(flags):
+                problems.append(f"{where}[{i}]: {name} needs a value")
+                break
+            value = flags[i + 1]
+            i += 1
+        if not _CHECK[kind].match(value):
+            problems.append(f"{where}[{i}]: {name} needs a {kind}, not {value!r}")
+        i += 1
+    return problems
+
+
+def parse(doc: Mapping, source: str = "mount spec") -> Spec:
+    """Validate a loaded spec against the schema and the rules; raise SpecError with every problem."""
+    problems = schema_problems(doc)
+    if problems:
+        raise SpecError(problems, source)
+    t = dict(doc.get("token") or {})
+    s = dict(doc.get("sts") or {})
+    r = dict(doc.get("rclone") or {})
+    mounts = []
+    for m in doc.get("mounts") or []:
+        m = dict(m)
+        m["flags"] = tuple(m.get("flags") or ())
+        m.setdefault("cache_mode", DEFAULT_CACHE_MODE)
+        mounts.append(MountSpec(**m))
+    spec = Spec(token=TokenSpec(**t), sts=StsSpec(**s), mounts=tuple(mounts), user=doc.get("user"),
+                implementation=r.get("implementation", "mount"), flags=tuple(r.get("flags") or ()))
+    problems = rule_problems(spec)
+    if problems:
+        raise SpecError(problems, source)
+    return spec
+
+
+def parse_text(text: str, source: str = "mount spec") -> Spec:
+    return parse(load_text(text, source), source)
+
+
+# --- rules beyond the schema ------------------------------------------------------------------
+def _placeholder_problems(value: str | None, where: str) -> list[str]:
+    if not value:
+        return []
+    return [f"{where}: unknown placeholder {{{p}}} (known: {{user}})"
+            for p in PLACEHOLDER_RE.findall(value) if p not in PLACEHOLDERS]
+
+
+def rule_problems(spec: Spec) -> list[str]:
+    p: list[str] = []
+    t = spec.token
+    if t.source == "file" and not t.path:
+        p.append("token.path: the file token source needs the path of the token file")
+    if t.source in ("refresh", "device"):
+        if not t.issuer:
+            p.append(f"token.issuer: the {t.source} token source needs the issuer URL (for discovery)")
+        if not t.client_id:
+            p.append(f"token.client_id: the {t.source} token source needs the OAuth client id")
+    if t.client_auth in ("basic", "post") and not (t.client_secret_file or t.client_secret_env):
+        p.append(f"token.client_auth: {t.client_auth} needs client_secret_file or client_secret_env")
+    for key in ("issuer", "hub_api_url"):
+        v = getattr(t, key)
+        if v and v.startswith("http://") and not _is_loopback_url(v):
+            p.append(f"token.{key}: {v} is plain http to a remote host; tokens must go over https")
+    if spec.user is not None and not USER_RE.match(spec.user):
+        p.append(f"user: {spec.user!r} is not a valid user name")
+    p += _placeholder_problems(spec.sts.role_arn, "sts.role_arn")
+    p += _placeholder_problems(spec.sts.session_name, "sts.session_name")
+    p += check_flags(spec.flags, "rclone.flags")
+    for i, m in enumerate(spec.mounts):
+        w = f"mounts[{i}]"
+        p += _placeholder_problems(m.remote, f"{w}.remote")
+        p += _placeholder_problems(m.path, f"{w}.path")
+        p += remote_problems(m.remote, f"{w}.remote")
+        p += path_syntax_problems(m.path, f"{w}.path")
+        if not m.read_only and m.cache_mode not in RW_CACHE_MODES:
+            p.append(f"{w}.cache_mode: {m.cache_mode!r} cannot open files for read+write; use writes or "
+                     "full, or set read_only: true")
+        p += check_flags(m.flags, f"{w}.flags")
+    return p
+
+
+def _is_loopback_url(url: str) -> bool:
+    host = re.sub(r"^https?://", "", url).split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
+    return host in ("localhost", "127.0.0.1", "::1")
+
+
+def remote_problems(remote: str, where: str) -> list[str]:
+    """bucket or bucket/prefix; placeholders are checked after substitution."""
+    if PLACEHOLDER_RE.search(remote):
+        return []
+    bucket, _, prefix = remote.partition("/")
+    p = []
+    if not BUCKET_RE.match(bucket) or ".." in bucket:
+        p.append(f"{where}: {bucket!r} is not a valid bucket name (3-63 lower-case letters, digits, '.', '-')")
+    if prefix:
+        parts = prefix.strip("/").split("/")
+        if any(part in ("", ".", "..") for part in parts):
+            p.append(f"{where}: the prefix {prefix!r} has an empty, '.' or '..' part")
+        if any(c in prefix for c in "\n\r\x00"):
+            p.append(f"{where}: the prefix has control characters")
+    return p
+
+
+def path_syntax_problems(path: str, where: str) -> list[str]:
+    """Absolute, normalised, no '..' part; roots are checked by check_roots after substitution."""
+    p = []
+    if any(c in path for c in "\n\r\x00"):
+        return [f"{where}: has control characters"]
+    if not path.startswith("/"):
+        p.append(f"{where}: {path!r} must be an absolute path")
+    parts = path.split("/")
+    if ".." in parts:
+        p.append(f"{where}: {path!r} must not contain '..'")
+    elif path != "/" and posixpath.normpath(path) != path.rstrip("/") and not PLACEHOLDER_RE.search(path):
+        p.append(f"{where}: {path!r} is not normalised (write {posixpath.normpath(path)!r})")
+    return p
+
+
+def under_root(path: str, roots: Sequence[str]) -> bool:
+    """Strictly below one of the roots (mounting over a root itself would hide it)."""
+    path = posixpath.normpath(path)
+    for r in roots:
+        r = posixpath.normpath(r)
+        if r == "/":
+            if path != "/":
+                return True
+        elif path.startswith(r + "/"):
+            return True
+    return False
+
+
+# --- resolution: placeholders, roots, overlaps -------------------------------------------------
+def substitute(value: str | None, user: str) -> str | None:
+    if value is None:
+        return None
+    return PLACEHOLDER_RE.sub(lambda m: user if m.group(1) == "user" else m.group(0), value)
+
+
+def resolve(spec: Spec, user: str, allowed_roots: Sequence[str]) -> Spec:
+    """Fill in {user}, then check every mount path against the allowed roots and the others."""
+    problems = []
+    if not USER_RE.match(user or "") or user in (".", ".."):
+        raise SpecError([f"user: {user!r} is not a valid user name (needed for {{user}})"])
+    mounts = []
+    for i, m in enumerate(spec.mounts):
+        w = f"mounts[{i}]"
+        m = replace(m, remote=substitute(m.remote, user), path=posixpath.normpath(substitute(m.path, user)))
+        problems += remote_problems(m.remote, f"{w}.remote")
+        problems += path_syntax_problems(m.path, f"{w}.path")
+        if m.path.startswith("/") and not under_root(m.path, allowed_roots):
+            problems.append(f"{w}.path: {m.path} is not below an allowed root "
+                            f"({', '.join(allowed_roots) or 'none configured'}; see --allowed-root)")
+        mounts.append(m)
+    for i, a in enumerate(mounts):
+        for j in range(i + 1, len(mounts)):
+            b = mounts[j]
+            if a.path == b.path:
+                problems.append(f"mounts[{j}].path: {b.path} is already used by mounts[{i}]")
+            elif b.path.startswith(a.path + "/") or a.path.startswith(b.path + "/"):
+                problems.append(f"mounts[{j}].path: {b.path} and mounts[{i}].path {a.path} are nested")
+    if problems:
+        raise SpecError(problems)
+    sts = replace(spec.sts, role_arn=substitute(spec.sts.role_arn, user),
+                  session_name=substitute(spec.sts.session_name, user) or f"sts-wire-{user}"[:64])
+    return replace(spec, mounts=tuple(mounts), sts=sts, user=user)
+
+
+def mount_id(path: str) -> str:
+    """A short, readable, unique name for a mount (cache folder, log file): /s3/alice -> s3-alice."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", path.strip("/")).strip("-")[:40] or "root"
+    return f"{slug}-{hashlib.sha256(path.encode()).hexdigest()[:6]}"

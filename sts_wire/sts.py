@@ -1,0 +1,144 @@
+"""STS (AssumeRoleWithWebIdentity) and S3 probes with boto3: keys in, plain errors out.
+
+Flavours: Ceph RGW and AWS need ``role_arn`` (Ceph: ``arn:aws:iam:::role/<name>``); MinIO ignores
+it (any value, or leave it out: a placeholder is sent); SeaweedFS takes its configured role ARN.
+The token is sent in the POST body (boto3 does that), never in a URL.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import time
+from dataclasses import dataclass, field
+
+from .errors import Exit, StsWireError
+from .spec import StsSpec
+
+# MinIO ignores RoleArn but botocore requires one of at least 20 characters.
+PLACEHOLDER_ROLE = "arn:aws:iam::000000000000:role/sts-wire"
+
+
+@dataclass
+class Keys:
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    session_token: str = field(repr=False)
+    expires_at: float
+    obtained_at: float
+
+    def process_json(self, reported_expiry: float) -> str:
+        """The credential_process answer rclone's SDK reads (Expiration: our renewal deadline)."""
+        exp = datetime.datetime.fromtimestamp(reported_expiry, datetime.UTC)
+        return json.dumps({"Version": 1, "AccessKeyId": self.access_key_id,
+                           "SecretAccessKey": self.secret_access_key, "SessionToken": self.session_token,
+                           "Expiration": exp.strftime("%Y-%m-%dT%H:%M:%SZ")})
+
+    def boto_kwargs(self) -> dict:
+        return {"aws_access_key_id": self.access_key_id, "aws_secret_access_key": self.secret_access_key,
+                "aws_session_token": self.session_token}
+
+
+def _config(**kw):
+    import botocore.config
+
+    return botocore.config.Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5,
+                                  read_timeout=30, **kw)
+
+
+def _verify(ca_file: str | None):
+    # An explicit path beats AWS_CA_BUNDLE; None lets botocore use its default (or AWS_CA_BUNDLE).
+    return ca_file if ca_file else None
+
+
+def _origin(url: str) -> str:
+    return url.split("/")[2] if "//" in url else url
+
+
+def assume_role(sts: StsSpec, token: str, now: float | None = None) -> Keys:
+    import boto3
+    import botocore.exceptions
+    from botocore import UNSIGNED
+
+    now = time.time() if now is None else now
+    client = boto3.client("sts", endpoint_url=sts.endpoint, region_name=sts.region,
+                          aws_access_key_id="unused", aws_secret_access_key="unused",  # noqa: S106
+                          verify=_verify(sts.ca_file), config=_config(signature_version=UNSIGNED))
+    kw = {"DurationSeconds": int(sts.duration)} if sts.duration else {}
+    try:
+        r = client.assume_role_with_web_identity(RoleArn=sts.role_arn or PLACEHOLDER_ROLE,
+                                                 RoleSessionName=sts.session_name or "sts-wire",
+                                                 WebIdentityToken=token, **kw)
+    except botocore.exceptions.EndpointConnectionError:
+        raise StsWireError(f"STS: cannot reach {_origin(sts.endpoint)}", Exit.STS_UNREACHABLE) from None
+    except (botocore.exceptions.ConnectTimeoutError, botocore.exceptions.ReadTimeoutError):
+        raise StsWireError(f"STS: {_origin(sts.endpoint)} did not answer in time", Exit.STS_UNREACHABLE) from None
+    except botocore.exceptions.SSLError:
+        raise StsWireError(f"STS: TLS verification of {_origin(sts.endpoint)} failed", Exit.STS_UNREACHABLE,
+                           "give the S3 server's CA with sts.ca_file") from None
+    except botocore.exceptions.ClientError as e:
+        raise sts_error(e, sts) from None
+    except botocore.exceptions.BotoCoreError as e:
+        raise StsWireError(f"STS: request to {_origin(sts.endpoint)} failed: {type(e).__name__}",
+                           Exit.STS_UNREACHABLE) from None
+    c = r["Credentials"]
+    exp = c["Expiration"]
+    exp_ts = exp.timestamp() if hasattr(exp, "timestamp") else float(exp)
+    return Keys(c["AccessKeyId"], c["SecretAccessKey"], c["SessionToken"], exp_ts, now)
+
+
+def sts_error(e, sts: StsSpec) -> StsWireError:
+    err = e.response.get("Error", {})
+    code, msg = str(err.get("Code", "")), str(err.get("Message", ""))[:200]
+    status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    if status >= 500 or code in ("ServiceUnavailable", "InternalError"):
+        return StsWireError(f"STS at {_origin(sts.endpoint)} failed: {code} {msg}".strip(), Exit.STS_UNREACHABLE)
+    hint = None
+    low = (code + " " + msg).lower()
+    if "expired" in low:
+        hint = "the OIDC token had expired: is its source renewing it?"
+    elif "role" in low or code in ("AccessDenied", "NoSuchEntity"):
+        hint = (f"is sts.role_arn ({sts.role_arn or 'not set'}) right, and does the role trust this "
+                "identity provider and user? (Ceph RGW and AWS need the role ARN)")
+    elif "audience" in low or "aud" in low:
+        hint = "the token's audience is not one the S3 server accepts (token.audience)"
+    elif "duration" in low:
+        hint = "sts.duration is outside what the server allows (SeaweedFS/AWS: at least 900 s)"
+    elif code in ("InvalidIdentityToken", "IDPRejectedClaim", "InvalidParameterValue"):
+        hint = "the S3 server does not trust this token: issuer, audience or signature"
+    return StsWireError(f"STS refused AssumeRoleWithWebIdentity: {code}: {msg}".rstrip(": "),
+                        Exit.STS_REFUSED, hint)
+
+
+def s3_client(sts: StsSpec, keys: Keys):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=sts.s3_url, region_name=sts.region, verify=_verify(sts.ca_file),
+                        config=_config(s3={"addressing_style": "path"}), **keys.boto_kwargs())
+
+
+def probe_bucket(client, bucket: str, prefix: str, max_keys: int = 20) -> list[str]:
+    """List up to max_keys entries below bucket/prefix; plain errors for denied, missing, down."""
+    import botocore.exceptions
+
+    pre = (prefix.strip("/") + "/") if prefix else ""
+    try:
+        r = client.list_objects_v2(Bucket=bucket, Prefix=pre, Delimiter="/", MaxKeys=max_keys)
+    except botocore.exceptions.EndpointConnectionError:
+        raise StsWireError(f"S3: cannot reach {client.meta.endpoint_url}", Exit.S3_UNREACHABLE) from None
+    except (botocore.exceptions.ConnectTimeoutError, botocore.exceptions.ReadTimeoutError):
+        raise StsWireError(f"S3: {client.meta.endpoint_url} did not answer in time", Exit.S3_UNREACHABLE) from None
+    except botocore.exceptions.ClientError as e:
+        code = str(e.response.get("Error", {}).get("Code", ""))
+        status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if code == "NoSuchBucket":
+            raise StsWireError(f"bucket {bucket} does not exist", Exit.S3_DENIED) from None
+        if code in ("AccessDenied", "AllAccessDisabled") or status == 403:
+            raise StsWireError(f"access to bucket {bucket} is denied ({code or 'HTTP 403'})",
+                               Exit.S3_DENIED, "the role's policy does not give this user that bucket") from None
+        if status >= 500:
+            raise StsWireError(f"S3 failed listing {bucket}: {code}", Exit.S3_UNREACHABLE) from None
+        raise StsWireError(f"S3 refused listing {bucket}: {code}", Exit.S3_DENIED) from None
+    names = [p["Prefix"][len(pre):] for p in r.get("CommonPrefixes", [])]
+    names += [o["Key"][len(pre):] for o in r.get("Contents", [])]
+    return sorted(n for n in names if n)

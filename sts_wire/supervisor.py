@@ -1,0 +1,578 @@
+"""Keys that renew themselves and mounts that stay up: the running part of sts-wire.
+
+Everything runs from one loop in the main thread (``tick``): renew the token and the keys ahead
+of time, watch every rclone process, probe every mount with a time limit, remount with bounded
+backoff. rclone processes are only ever started from the main thread, under ``setpriv
+--pdeathsig TERM``, so they end if sts-wire is killed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import datetime
+import errno
+import http.client
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import mounts as fs
+from . import rclone as rc
+from .errors import Exit, StsWireError
+from .runtime import Runtime, write_private
+from .schedule import Lifetime, backoff, retry_delay
+from .spec import MountSpec, Spec, mount_id
+from .sts import Keys, assume_role, probe_bucket, s3_client
+from .tokens import Token, TokenSource
+
+log = logging.getLogger("sts_wire")
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class SecretFilter(logging.Filter):
+    """Last line of defence: any current secret that reaches a log record is masked."""
+
+    def __init__(self):
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def add(self, *values: str | None) -> None:
+        for v in values:
+            if v and len(v) >= 8:
+                self.secrets.add(v)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            msg = record.getMessage()
+            hit = False
+            for s in self.secrets:
+                if s in msg:
+                    msg = msg.replace(s, "***")
+                    hit = True
+            if hit:
+                record.msg, record.args = msg, ()
+        return True
+
+
+SECRETS = SecretFilter()
+
+
+# --- token and keys ----------------------------------------------------------------------------
+class Credentials:
+    """The OIDC token and the STS keys, renewed ahead of expiry, retried with backoff."""
+
+    def __init__(self, source: TokenSource, spec: Spec, runtime: Runtime):
+        self.source, self.spec, self.runtime = source, spec, runtime
+        self.token: Token | None = None
+        self.keys: Keys | None = None
+        self.last_renewal: float | None = None
+        self.renewals = 0
+        self.token_renewals = 0
+        self.failures = 0
+        self.next_try: float = 0.0
+        self.last_error: StsWireError | None = None
+
+    # token
+    def _token_due(self, now: float) -> bool:
+        t = self.token
+        if t is None:
+            return True
+        if self.source.changed():
+            return True
+        if t.expires_at is None:
+            return False
+        return now >= Lifetime(t.obtained_at, t.expires_at).renew_at(max_lead=300)
+
+    def _fresh_token(self, now: float) -> Token:
+        if self._token_due(now):
+            first = self.token is None
+            tok = self.source.fetch()
+            SECRETS.add(tok.access_token, tok.refresh_token)
+            self.token = tok
+            if not first:
+                self.token_renewals += 1
+            log.info("token from %s%s", self.source.describe(),
+                     f", valid until {iso(tok.expires_at)}" if tok.expires_at else "")
+        return self.token
+
+    # keys
+    def keys_due(self, now: float) -> bool:
+        k = self.keys
+        return k is None or now >= Lifetime(k.obtained_at, k.expires_at).renew_at()
+
+    def renew_keys(self, now: float | None = None) -> Keys:
+        now = time.time() if now is None else now
+        tok = self._fresh_token(now)
+        keys = assume_role(self.spec.sts, tok.access_token, now)
+        SECRETS.add(keys.secret_access_key, keys.session_token)
+        life = Lifetime(keys.obtained_at, keys.expires_at)
+        write_private(self.runtime.keys_file, keys.process_json(life.reported_expiry()))
+        first = self.keys is None
+        self.keys = keys
+        self.last_renewal = now
+        if not first:
+            self.renewals += 1
+        log.info("S3 keys %s (access key %s...), valid until %s, next renewal at %s",
+                 "obtained" if first else "renewed", keys.access_key_id[:4], iso(keys.expires_at),
+                 iso(life.renew_at()))
+        return keys
+
+    def start(self) -> Keys:
+        return self.renew_keys()
+
+    def tick(self, now: float) -> bool:
+        """Renew what is due; never raises. Returns True when keys changed."""
+        if now < self.next_try:
+            return False
+        try:
+            if self.keys_due(now):
+                self.renew_keys(now)
+                changed = True
+            else:
+                if self._token_due(now) and self.token is not None:
+                    self._fresh_token(now)
+                changed = False
+        except StsWireError as e:
+            self.failures += 1
+            deadline = self.keys.expires_at if self.keys else None
+            delay = retry_delay(self.failures - 1, now, deadline)
+            self.next_try = now + delay
+            self.last_error = e
+            left = f"; keys still valid for {int(deadline - now)} s" if deadline and deadline > now else ""
+            log.warning("renewal failed (%s)%s; retrying in %.0f s", e.message, left, delay)
+            return False
+        except Exception as e:  # noqa: BLE001 - a bug must not stop the renewals
+            self.failures += 1
+            self.next_try = now + backoff(self.failures - 1, 1, 30)
+            log.exception("renewal failed unexpectedly: %s", type(e).__name__)
+            return False
+        self.failures = 0
+        self.last_error = None
+        return changed
+
+    def next_due(self) -> float:
+        cands = [self.next_try]
+        if self.keys:
+            cands.append(Lifetime(self.keys.obtained_at, self.keys.expires_at).renew_at())
+        return max(cands)
+
+    def state(self) -> dict:
+        return {"token_source": self.source.describe(),
+                "token_expires": iso(self.token.expires_at) if self.token else None,
+                "keys_expire": iso(self.keys.expires_at) if self.keys else None,
+                "access_key": (self.keys.access_key_id[:4] + "...") if self.keys else None,
+                "last_renewal": iso(self.last_renewal), "key_renewals": self.renewals,
+                "token_renewals": self.token_renewals,
+                "last_error": self.last_error.message if self.last_error else None}
+
+
+# --- one mount ---------------------------------------------------------------------------------
+@dataclass
+class Mount:
+    spec: MountSpec
+    mid: str
+    log_file: Path
+    cache_dir: Path
+    rc_socket: Path
+    state: str = "pending"          # pending, starting, ready, failed, stopped
+    proc: subprocess.Popen | None = None
+    started_at: float | None = None
+    ready_at: float | None = None
+    failures: int = 0
+    remounts: int = 0
+    next_attempt: float = 0.0
+    last_error: StsWireError | None = None
+    probe: fs.Probe | None = None
+    probe_started: float = 0.0
+    next_probe: float = 0.0
+    history: list[str] = field(default_factory=list)
+
+    @property
+    def path(self) -> str:
+        return self.spec.path
+
+    @property
+    def note_file(self) -> Path:
+        p = Path(self.path)
+        return p.parent / f"{p.name}.sts-wire-error.txt"
+
+    def state_dict(self) -> dict:
+        return {"path": self.path, "remote": self.spec.remote, "read_only": self.spec.read_only,
+                "cache_mode": self.spec.cache_mode, "state": self.state,
+                "rclone_pid": self.proc.pid if self.proc and self.proc.poll() is None else None,
+                "ready_since": iso(self.ready_at), "remounts": self.remounts,
+                "last_error": self.last_error.message if self.last_error else None,
+                "log": str(self.log_file)}
+
+
+def rc_call(sock: Path, method: str, params: dict | None = None, timeout: float = 5.0) -> dict:
+    """Call rclone's remote control over its private unix socket."""
+
+    class Conn(http.client.HTTPConnection):
+        def connect(self):
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            self.sock.connect(str(sock))
+
+    c = Conn("localhost", timeout=timeout)
+    try:
+        c.request("POST", "/" + method, body=json.dumps(params or {}), headers={"Content-Type": "application/json"})
+        r = c.getresponse()
+        return json.loads(r.read() or b"{}")
+    finally:
+        c.close()
+
+
+# --- all mounts --------------------------------------------------------------------------------
+class Supervisor:
+    def __init__(self, spec: Spec, runtime: Runtime, source: TokenSource, *, rclone_bin: str,
+                 allowed_roots: list[str], cache_base: Path, health_interval: float = 5.0,
+                 health_timeout: float = 10.0, ready_timeout: float = 30.0, flush_timeout: float = 120.0,
+                 max_backoff: float = 60.0, log_level: str = "INFO", progress=None):
+        self.spec, self.runtime = spec, runtime
+        self.creds = Credentials(source, spec, runtime)
+        self.rclone_bin = rclone_bin
+        self.allowed_roots = allowed_roots
+        self.health_interval, self.health_timeout = health_interval, health_timeout
+        self.ready_timeout, self.flush_timeout, self.max_backoff = ready_timeout, flush_timeout, max_backoff
+        self.log_level = log_level
+        self.progress = progress or (lambda msg: log.info("%s", msg))
+        self.started = time.time()
+        self.mounts: list[Mount] = []
+        for m in spec.mounts:
+            mid = mount_id(m.path)
+            self.mounts.append(Mount(m, mid, runtime.log_dir / f"rclone-{mid}.log", cache_base / mid,
+                                     runtime.rc_socket(mid)))
+        self._write_configs()
+        self._setpriv = shutil.which("setpriv")
+        self._last_state = 0.0
+        self.fuse_error: StsWireError | None = None
+
+    def _write_configs(self) -> None:
+        self.rclone_conf = self.runtime.path("rclone.conf")
+        self.aws_conf = self.runtime.path("aws.conf")
+        write_private(self.rclone_conf, rc.config_text(self.spec.sts))
+        write_private(self.aws_conf, rc.aws_config_text(self.runtime.keys_file))
+        self.env = rc.environment(os.environ, self.rclone_conf, self.aws_conf, self.runtime.empty)
+
+    # ---- start ----
+    def start(self) -> list[Mount]:
+        """Get keys, check buckets, start every rclone, wait until all are ready (or failed).
+        Returns the mounts that failed (each with last_error)."""
+        t0 = time.monotonic()
+        try:
+            fs.check_fuse()
+        except StsWireError as e:
+            self.fuse_error = e
+            for m in self.mounts:
+                self._fail(m, e, time.time())
+            self.write_state(force=True)
+            return list(self.mounts)
+        try:
+            self.creds.start()
+        except StsWireError as e:
+            self.creds.last_error = e
+            self.creds.failures = 1
+            self.creds.next_try = time.time() + retry_delay(0, time.time(), None)
+            for m in self.mounts:
+                self._fail(m, e, time.time())
+            self.write_state(force=True)
+            return list(self.mounts)
+        self._start_mounts(self.mounts)
+        self.wait_ready([m for m in self.mounts if m.state == "starting"])
+        failed = [m for m in self.mounts if m.state != "ready"]
+        ready = len(self.mounts) - len(failed)
+        self.progress(f"{ready} of {len(self.mounts)} mounts ready in {time.monotonic() - t0:.2f} s")
+        self.write_state(force=True)
+        return failed
+
+    def _check_buckets(self, ms: list[Mount]) -> dict[str, StsWireError | None]:
+        """List each bucket/prefix once with the keys (in parallel) for a clear error early."""
+        client = s3_client(self.spec.sts, self.creds.keys)
+
+        def one(m: Mount):
+            try:
+                probe_bucket(client, m.spec.bucket, m.spec.prefix, 1)
+                return None
+            except StsWireError as e:
+                return e
+
+        with cf.ThreadPoolExecutor(max(1, min(8, len(ms)))) as ex:
+            return dict(zip([m.mid for m in ms], ex.map(one, ms), strict=True))
+
+    def _start_mounts(self, ms: list[Mount]) -> None:
+        now = time.time()
+        if not ms:
+            return
+        problems = self._check_buckets(ms)
+        for m in ms:
+            err = problems.get(m.mid)
+            if err is None:
+                try:
+                    for note in fs.prepare_path(m.path, self.allowed_roots):
+                        log.info("%s", note)
+                except StsWireError as e:
+                    err = e
+            if err is not None:
+                self._fail(m, err, now)
+                continue
+            self._spawn(m)
+
+    def _spawn(self, m: Mount) -> None:
+        m.cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            m.rc_socket.unlink()
+        argv = rc.mount_argv(self.rclone_bin, m.spec, log_file=m.log_file, cache_dir=m.cache_dir,
+                             rc_socket=m.rc_socket, implementation=self.spec.implementation,
+                             global_flags=self.spec.flags, ca_file=self.spec.sts.ca_file,
+                             log_level=self.log_level)
+        if self._setpriv:
+            argv = [self._setpriv, "--pdeathsig", "TERM", "--", *argv]
+        self._log_mark(m, "starting rclone")
+        m.proc = subprocess.Popen(argv, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=open(m.log_file, "ab"),  # noqa: SIM115 - the child owns it
+                                  start_new_session=True, cwd="/")
+        m.started_at = time.time()
+        m.state = "starting"
+        m.probe = None
+
+    def _log_mark(self, m: Mount, what: str) -> None:
+        with contextlib.suppress(OSError), open(m.log_file, "a") as f:
+            f.write(f"{time.strftime('%Y/%m/%d %H:%M:%S')} STS-WIRE : {what}\n")
+
+    def wait_ready(self, ms: list[Mount]) -> None:
+        """Ready = the kernel shows the mount and listing its root answers."""
+        deadline = time.monotonic() + self.ready_timeout
+        pending = {m.mid: m for m in ms}
+        listing: dict[str, fs.Probe] = {}
+        last_note = time.monotonic()
+        while pending and time.monotonic() < deadline:
+            table = fs.mount_table()
+            for mid, m in list(pending.items()):
+                code = m.proc.poll() if m.proc else -1
+                if code is not None:
+                    self._rclone_failed(m, code)
+                    del pending[mid]
+                    continue
+                if mid not in listing and m.path in table and table[m.path].fstype.startswith("fuse"):
+                    listing[mid] = fs.Probe(fs.list_fn(m.path), self.ready_timeout).start()
+                p = listing.get(mid)
+                if p is not None and p.done.is_set():
+                    if p.error is None:
+                        m.state, m.ready_at = "ready", time.time()
+                        m.next_probe = time.time() + self.health_interval
+                        m.last_error = None
+                        self._clear_note(m)
+                        log.info("%s ready (%s)", m.path, m.spec.remote)
+                    else:
+                        self._fail(m, StsWireError(f"{m.path} is mounted but cannot be listed: "
+                                                   f"{p.error.strerror or p.error}", Exit.MOUNT_FAILED), time.time())
+                        self._kill(m)
+                    del pending[mid]
+            if pending and time.monotonic() - last_note > 5:
+                self.progress(f"waiting for {', '.join(m.path for m in pending.values())} to be ready...")
+                last_note = time.monotonic()
+            time.sleep(0.01)
+        for m in pending.values():
+            self._kill(m)
+            self._fail(m, StsWireError(f"{m.path} was not ready after {self.ready_timeout:.0f} s "
+                                       f"({rc.explain(None, self._log_tail(m))})", Exit.MOUNT_FAILED), time.time())
+
+    def _log_tail(self, m: Mount, n: int = 4000) -> str:
+        try:
+            with open(m.log_file, "rb") as f:
+                f.seek(0, 2)
+                size = f.tell()
+                f.seek(max(0, size - n))
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def _rclone_failed(self, m: Mount, code: int) -> None:
+        tail = self._log_tail(m)
+        why = rc.explain(code, tail)
+        lines = rc.error_lines(tail, 2)
+        detail = f" (rclone: {lines[-1].split(' : ', 1)[-1][:200]})" if lines else ""
+        ecode = Exit.FUSE if "FUSE" in why or "fusermount" in why else (
+            Exit.MOUNT_PATH if "folder" in why else Exit.MOUNT_FAILED)
+        self._fail(m, StsWireError(f"mounting {m.spec.remote} on {m.path} failed: {why}{detail}", ecode),
+                   time.time())
+        fs.lazy_unmount(m.path)
+
+    def _fail(self, m: Mount, err: StsWireError, now: float) -> None:
+        m.state = "failed"
+        m.last_error = err
+        delay = backoff(m.failures, 1.0, self.max_backoff)
+        m.failures += 1
+        m.next_attempt = now + delay
+        log.error("%s: %s", m.path, err.message)
+        self._write_note(m, delay)
+
+    def _write_note(self, m: Mount, retry_in: float) -> None:
+        err = m.last_error
+        text = (f"sts-wire could not mount {m.spec.remote} on {m.path}\n"
+                f"time: {iso(time.time())}\n"
+                f"reason: {err.message}\n"
+                + (f"what to do: {err.hint}\n" if err and err.hint else "")
+                + f"sts-wire tries again in about {int(retry_in)} s; this note goes away once it works.\n"
+                f"details: sts-wire status; logs in {self.runtime.log_dir}\n")
+        try:
+            tmp = m.note_file.with_name("." + m.note_file.name + ".tmp")
+            tmp.write_text(text)
+            os.replace(tmp, m.note_file)
+        except OSError as e:
+            log.debug("cannot write note %s: %s", m.note_file, e)
+
+    def _clear_note(self, m: Mount) -> None:
+        with contextlib.suppress(OSError):
+            m.note_file.unlink()
+
+    # ---- running ----
+    def tick(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        had_keys = self.creds.keys is not None
+        self.creds.tick(now)
+        if not had_keys and self.creds.keys is not None:
+            log.info("keys obtained after an earlier failure; mounting")
+            for m in self.mounts:
+                m.failures, m.next_attempt = 0, now
+        due = []
+        for m in self.mounts:
+            if m.state == "ready":
+                self._health(m, now)
+            if m.state == "failed" and now >= m.next_attempt and self.creds.keys is not None \
+                    and self.fuse_error is None:
+                due.append(m)
+        if due:
+            for m in due:
+                m.remounts += 1
+                log.info("remounting %s (attempt %d)", m.path, m.failures)
+                self._cleanup_proc(m)
+            self._start_mounts(due)
+            self.wait_ready([m for m in due if m.state == "starting"])
+            self.write_state(force=True)
+        self.write_state()
+
+    def _health(self, m: Mount, now: float) -> None:
+        code = m.proc.poll() if m.proc else -1
+        if code is not None:
+            why = rc.explain(code, self._log_tail(m))
+            self._fail(m, StsWireError(f"rclone for {m.path} stopped: {why}", Exit.MOUNT_FAILED), now)
+            m.next_attempt = now if m.failures <= 1 else m.next_attempt
+            fs.lazy_unmount(m.path)
+            return
+        if m.probe is not None:
+            if m.probe.done.is_set():
+                p, m.probe = m.probe, None
+                if p.error is not None:
+                    self._dead(m, f"the mount does not answer ({os.strerror(p.error.errno or errno.EIO)})", now)
+                    return
+                m.next_probe = now + self.health_interval
+                if m.ready_at and now - m.ready_at > 60:
+                    m.failures = 0
+            elif now - m.probe_started > self.health_timeout:
+                m.probe = None
+                self._dead(m, f"the mount hung (no answer within {self.health_timeout:.0f} s)", now)
+            return
+        if now >= m.next_probe:
+            m.probe = fs.Probe(fs.health_fn(m.path), self.health_timeout).start()
+            m.probe_started = now
+
+    def _dead(self, m: Mount, why: str, now: float) -> None:
+        self._kill(m)
+        fs.lazy_unmount(m.path)
+        self._fail(m, StsWireError(f"{m.path}: {why}; remounting", Exit.MOUNT_FAILED), now)
+        if m.failures <= 1:
+            m.next_attempt = now
+
+    def _kill(self, m: Mount) -> None:
+        if m.proc and m.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                m.proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                m.proc.wait(timeout=5)
+
+    def _cleanup_proc(self, m: Mount) -> None:
+        self._kill(m)
+        fs.lazy_unmount(m.path)
+
+    # ---- status ----
+    def write_state(self, force: bool = False) -> None:
+        now = time.time()
+        if not force and now - self._last_state < 2:
+            return
+        self._last_state = now
+        state = {"pid": os.getpid(), "started": iso(self.started), "updated": iso(now),
+                 "user": self.spec.user, "sts_endpoint": self.spec.sts.endpoint,
+                 "role_arn": self.spec.sts.role_arn, **self.creds.state(),
+                 "mounts": [m.state_dict() for m in self.mounts], "log_dir": str(self.runtime.log_dir)}
+        with contextlib.suppress(OSError):
+            self.runtime.write_state(state)
+
+    # ---- stop ----
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until rclone has uploaded what was written (vfs/stats), with progress messages."""
+        timeout = self.flush_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        last_note = 0.0
+        while True:
+            pending = {}
+            for m in self.mounts:
+                if m.state != "ready" or not m.proc or m.proc.poll() is not None or m.spec.read_only:
+                    continue
+                try:
+                    st = rc_call(m.rc_socket, "vfs/stats", timeout=3).get("diskCache") or {}
+                except (OSError, ValueError, http.client.HTTPException):
+                    continue
+                n = int(st.get("uploadsInProgress", 0)) + int(st.get("uploadsQueued", 0))
+                if n:
+                    pending[m.path] = n
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                log.warning("giving up waiting for uploads after %.0f s: %s (they stay in the cache "
+                            "folder and are uploaded at the next start)", timeout, pending)
+                return
+            if time.monotonic() - last_note > 2:
+                self.progress("waiting for uploads to finish: "
+                              + ", ".join(f"{p} ({n} file{'s' if n > 1 else ''})" for p, n in pending.items()))
+                last_note = time.monotonic()
+            time.sleep(0.2)
+
+    def stop(self, flush: bool = True) -> None:
+        """Flush uploads, unmount (lazily when busy), end every rclone. Leaves nothing behind."""
+        if flush:
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - unmounting matters more
+                log.exception("flush failed")
+        for m in self.mounts:
+            if fs.is_mounted(m.path) is not None:
+                ok, how = fs.unmount(m.path)
+                (log.info if ok else log.error)("%s: %s", m.path, how)
+            if m.proc and m.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    m.proc.send_signal(signal.SIGTERM)
+                try:
+                    m.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    m.proc.kill()
+                    m.proc.wait(timeout=5)
+            m.state = "stopped"
+            self._clear_note(m)
+            with contextlib.suppress(OSError):
+                m.rc_socket.unlink()
+        self.write_state(force=True)
