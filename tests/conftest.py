@@ -6,4 +6,6 @@ pytest_plugins = [
     "tests.testbed.docker",
     "tests.testbed.proxy",
     "tests.testbed.browser",
+    "tests.testbed.seaweedfs",
+    "tests.testbed.ceph",
 ]
