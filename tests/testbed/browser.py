@@ -43,12 +43,15 @@ class _Thread(threading.Thread):
             except BaseException as e:  # handed to the caller's thread, raised there
                 result.set_exception(e)
 
+    def submit(self, fn, *args, **kwargs) -> concurrent.futures.Future:
+        result = concurrent.futures.Future()
+        self.jobs.put((fn, args, kwargs, result))
+        return result
+
     def call(self, fn, *args, **kwargs):
         if threading.current_thread() is self:  # a callback already in this thread
             return fn(*args, **kwargs)
-        result = concurrent.futures.Future()
-        self.jobs.put((fn, args, kwargs, result))
-        return result.result()
+        return self.submit(fn, *args, **kwargs).result()
 
 
 class Remote:
@@ -162,9 +165,10 @@ class Chromium:
     def stop(self) -> None:
         ours = self.pids | descendants(*self.pids)  # renderers started since launch too
         if self.thread.is_alive():
-            # If a graceful close fails, whatever is left is stopped by PID below.
+            # If a graceful close fails or hangs (a test left the thread busy), whatever is left
+            # is stopped by PID below, which also ends the busy call.
             with contextlib.suppress(Exception):
-                self.thread.call(self._close)
+                self.thread.submit(self._close).result(timeout=10)
             self.thread.jobs.put(None)
             self.thread.join(timeout=10)
         for pid in ours:
