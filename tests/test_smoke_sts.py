@@ -7,6 +7,7 @@ audience, expiry) and the keys it hands out only reach the buckets the role poli
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import time
 import uuid
@@ -69,6 +70,30 @@ def test_shared_and_group_buckets(s3srv, idp):
     assert can_write(carol, "admins")
     assert can_write(carol, "scratch")
     assert not can_write(carol, "cms")
+
+
+def test_short_lived_keys_expire(s3srv, request, idp):
+    """Keys can be made to expire within seconds, and then the server refuses them.
+
+    SeaweedFS: only through its default lifetime (sts.tokenDuration; an explicit DurationSeconds
+    must be >= 900). Ceph RGW: through DurationSeconds (its minimum is lowered in ceph.conf)."""
+    if s3srv.rclone_provider == "SeaweedFS":
+        srv, duration, lifetime = request.getfixturevalue("seaweedfs_factory")("10s"), None, 10
+        with pytest.raises(ClientError):
+            assume_role(srv.endpoint, srv.role_arn, idp.login("alice")["access_token"], "alice",
+                        duration=60)
+    else:
+        srv, duration, lifetime = s3srv, s3srv.min_duration, s3srv.min_duration
+    creds = assume_role(srv.endpoint, srv.role_arn_for("alice"),
+                        idp.login("alice")["access_token"], "alice", duration=duration)
+    left = (creds["Expiration"] - datetime.datetime.now(datetime.UTC)).total_seconds()
+    assert lifetime - 5 < left <= lifetime + 1, left
+    s3 = s3_client(srv.endpoint, creds)
+    s3.list_objects_v2(Bucket="alice")
+    time.sleep(left + 2)
+    with pytest.raises(ClientError) as e:
+        s3.list_objects_v2(Bucket="alice")
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403, e.value
 
 
 # --- forged tokens -----------------------------------------------------------------------------

@@ -64,6 +64,9 @@ class CephRGW:
     """1 mon + 1 OSD + radosgw with STS, everything under ``dir``."""
 
     region = REGION
+    rclone_provider = "Ceph"
+    min_duration = MIN_SESSION_SECONDS    # lowest DurationSeconds its STS accepts
+    key_lifetime = 3600        # seconds keys live when no DurationSeconds is asked for
     daemon_names = ("client.rgw.a", "osd.0", "mon.a")   # stop order
 
     def __init__(self, idp: IdP, dir: Path, osd_bytes: int = 20 << 30):

@@ -69,6 +69,8 @@ class SeaweedFS:
     """A throwaway single-process SeaweedFS with S3 and OIDC STS on free loopback ports."""
 
     region = REGION
+    rclone_provider = "SeaweedFS"
+    min_duration = 900         # lowest DurationSeconds its STS accepts
 
     def __init__(self, idp: IdP, dir: Path, token_duration: str = "1h",  # noqa: S107
                  max_session_length: str = "12h"):
@@ -153,7 +155,7 @@ class SeaweedFS:
         # Go reads SSL_CERT_FILE: trust system CAs + the test CA for the IdP's JWKS.
         env = {**os.environ, **self.idp.pki.ca_env()}
         self.daemon = Daemon("seaweedfs", self.argv(), self.dir / "weed.log", env=env,
-                             cwd=self.dir, stop_timeout=3).start()
+                             cwd=self.dir, stop_timeout=2).start()
         self.daemon.wait_ready(self._s3_answers, timeout=60)
         self._create_buckets()
         self.start_seconds = time.monotonic() - t0
@@ -201,10 +203,26 @@ def seaweedfs(idp, run_dir) -> SeaweedFS:
 
 
 @pytest.fixture(scope="session")
-def seaweedfs_short(idp, run_dir) -> SeaweedFS:
+def seaweedfs_factory(idp, run_dir):
+    """``make(token_duration)`` -> a SeaweedFS whose keys live that long by default ("10s",
+    "90s", ...); one instance per lifetime for the session, all stopped at its end."""
+    made: dict[str, SeaweedFS] = {}
+
+    def make(token_duration: str) -> SeaweedFS:
+        if token_duration not in made:
+            name = f"seaweedfs-{token_duration}"
+            made[token_duration] = SeaweedFS(idp, run_dir / name,
+                                             token_duration=token_duration).start()
+        return made[token_duration]
+
+    yield make
+    for s in made.values():
+        s.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs_short(seaweedfs_factory) -> SeaweedFS:
     """A second SeaweedFS whose STS keys expire after 60 s (for renewal tests).
 
     Works down to at least 10 s; only an explicit DurationSeconds must be >= 900."""
-    s = SeaweedFS(idp, run_dir / "seaweedfs-short", token_duration=SHORT_TOKEN_DURATION).start()
-    yield s
-    s.stop()
+    return seaweedfs_factory(SHORT_TOKEN_DURATION)
