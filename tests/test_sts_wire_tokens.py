@@ -1,0 +1,301 @@
+"""sts-wire token sources against the real OpenID provider (HTTPS, test CA).
+
+The hub source is tested against a small loopback HTTP server that answers like the hub's
+/user endpoint, with a real token from the IdP inside auth_state.
+"""
+
+import http.server
+import json
+import os
+import threading
+import time
+import urllib.parse
+
+import pytest
+
+from sts_wire.errors import Exit, StsWireError
+from sts_wire.spec import TokenSpec
+from sts_wire.tokens import (
+    DeviceSource,
+    FileSource,
+    HubSource,
+    OAuthClient,
+    RefreshSource,
+    make_source,
+    verified_claims,
+)
+from tests.testbed.idp import IdP
+from tests.testbed.paths import free_port
+
+
+def oauth(idp, client_id="sts-wire", secret="sts-wire-secret", auth=None, ca=True,  # noqa: S107
+          **kw) -> OAuthClient:
+    spec = TokenSpec(source="refresh", issuer=idp.issuer, client_id=client_id, client_auth=auth,
+                     ca_file=str(idp.pki.ca_cert) if ca else None, **kw)
+    return OAuthClient(spec, str(idp.pki.ca_cert) if ca else "/etc/ssl/certs/ca-certificates.crt", secret)
+
+
+def groups_of(idp, token: str) -> list[str]:
+    return sorted(verified_claims(token, idp.issuer, str(idp.pki.ca_cert))["groups"])
+
+
+# --- token file ----------------------------------------------------------------------------------
+def test_file_source_reads_jwt_and_rereads_on_change(idp, tmp_path):
+    f = tmp_path / "token"
+    first = idp.login("alice")
+    f.write_text(first["access_token"] + "\n")
+    src = FileSource(str(f))
+    tok = src.fetch()
+    assert tok.access_token == first["access_token"] and tok.user == "alice"
+    assert 500 < tok.remaining() <= 600
+    assert not src.changed()
+    second = idp.refresh(first["refresh_token"])
+    f.write_text(json.dumps({"access_token": second["access_token"], "expires_in": 300}))
+    assert src.changed()
+    tok2 = src.fetch()
+    assert tok2.access_token == second["access_token"] and 290 < tok2.remaining() <= 300
+    assert second["access_token"] not in repr(tok2)
+
+
+def test_file_source_problems_are_plain(tmp_path):
+    with pytest.raises(StsWireError, match="does not exist") as e:
+        FileSource(str(tmp_path / "missing")).fetch()
+    assert e.value.code == Exit.TOKEN
+    (tmp_path / "empty").write_text("")
+    with pytest.raises(StsWireError, match="holds no access token"):
+        FileSource(str(tmp_path / "empty")).fetch()
+    (tmp_path / "old").write_text(json.dumps({"access_token": "x", "expires_at": time.time() - 5}))
+    with pytest.raises(StsWireError, match="has expired"):
+        FileSource(str(tmp_path / "old")).fetch()
+
+
+# --- refresh-token grant -------------------------------------------------------------------------
+@pytest.mark.parametrize(("client_id", "secret", "auth"), [
+    ("sts-wire", "sts-wire-secret", "post"),       # client_secret_post
+    ("jupyterhub", "jupyterhub-secret", "basic"),  # client_secret_basic
+    ("sts-wire-public", None, None),               # public client
+])
+def test_refresh_grant_with_each_client_authentication(idp, tmp_path, client_id, secret, auth):
+    login = idp.login("bob", client_id=client_id)
+    rt_file = tmp_path / "rt"
+    rt_file.write_text(login["refresh_token"])
+    src = RefreshSource(oauth(idp, client_id, secret, auth), file=str(rt_file))
+    tok = src.fetch()
+    assert tok.access_token != login["access_token"] and tok.user == "bob"
+    assert groups_of(idp, tok.access_token) == ["physics"]
+    assert 500 < tok.remaining() <= 600
+
+
+def test_secret_goes_in_body_or_header_never_in_url(tmp_path):
+    """Look at the wire: a loopback server stands in for the token endpoint and records requests."""
+    seen = []
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):  # discovery
+            base = f"http://127.0.0.1:{self.server.server_port}"
+            body = json.dumps({"issuer": base, "token_endpoint": base + "/token"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self):
+            n = int(self.headers.get("Content-Length", 0))
+            seen.append({"path": self.path, "auth": self.headers.get("Authorization", ""),
+                         "body": self.rfile.read(n).decode()})
+            body = json.dumps({"access_token": "at-new", "expires_in": 60}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        issuer = f"http://127.0.0.1:{srv.server_port}"
+        for auth in ("post", "basic"):
+            spec = TokenSpec(source="refresh", issuer=issuer, client_id="cid", client_auth=auth)
+            RefreshSource(OAuthClient(spec, True, "s3cr:et&"), refresh_token="rt-value").fetch()
+    finally:
+        srv.shutdown()
+    post, basic = seen
+    for r in seen:
+        assert "s3cr" not in r["path"] and "rt-value" not in r["path"] and "?" not in r["path"]
+    assert "client_secret=s3cr%3Aet%26" in post["body"] and not post["auth"]
+    assert "client_secret" not in basic["body"] and basic["auth"].startswith("Basic ")
+
+
+def test_rotated_refresh_token_is_written_back(tmp_path):
+    """Written 0600; the next grant uses the new one."""
+    f = tmp_path / "rt"
+    f.write_text("old")
+    os.chmod(f, 0o644)
+    from sts_wire.runtime import write_private
+
+    write_private(f, "new\n")
+    assert f.read_text() == "new\n" and (f.stat().st_mode & 0o777) == 0o600
+
+
+def test_revoked_refresh_token_says_log_in_again(idp, tmp_path):
+    login = idp.login("carol", client_id="sts-wire")
+    idp.revoke(login["refresh_token"], client_id="sts-wire")
+    src = RefreshSource(oauth(idp), refresh_token=login["refresh_token"])
+    with pytest.raises(StsWireError) as e:
+        src.fetch()
+    assert e.value.code == Exit.TOKEN
+    assert "refresh token is expired, revoked" in e.value.message and "log in again" in e.value.hint
+
+
+def test_expired_refresh_token_says_log_in_again(pki, run_dir):
+    short = IdP(pki, run_dir / "idp-short-rt", rt_ttl=2).start()
+    try:
+        login = short.login("alice", client_id="sts-wire")
+        time.sleep(3)
+        with pytest.raises(StsWireError) as e:
+            RefreshSource(oauth(short), refresh_token=login["refresh_token"]).fetch()
+        assert e.value.code == Exit.TOKEN and "expired" in e.value.message
+    finally:
+        short.stop()
+
+
+def test_wrong_client_secret_is_named(idp):
+    login = idp.login("alice", client_id="sts-wire")
+    with pytest.raises(StsWireError) as e:
+        RefreshSource(oauth(idp, secret="wrong", auth="post"), refresh_token=login["refresh_token"]).fetch()
+    assert e.value.code == Exit.TOKEN and "refused the client" in e.value.message
+
+
+def test_tls_uses_the_given_ca_even_with_requests_ca_bundle_set(idp, monkeypatch):
+    """The machine sets REQUESTS_CA_BUNDLE to the system bundle: our explicit CA must still win,
+    and without it the IdP's test certificate is refused with a plain message."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    login = idp.login("alice", client_id="sts-wire")
+    assert RefreshSource(oauth(idp), refresh_token=login["refresh_token"]).fetch().user == "alice"
+    from sts_wire import tokens
+
+    tokens._DISCOVERY.clear()
+    with pytest.raises(StsWireError) as e:
+        RefreshSource(oauth(idp, ca=False), refresh_token=login["refresh_token"]).fetch()
+    assert e.value.code == Exit.IDP_UNREACHABLE and "TLS verification" in e.value.message
+
+
+def test_unreachable_idp(idp):
+    spec = TokenSpec(source="refresh", issuer=f"https://127.0.0.1:{free_port()}", client_id="sts-wire")
+    with pytest.raises(StsWireError) as e:
+        RefreshSource(OAuthClient(spec, True, None), refresh_token="x").fetch()
+    assert e.value.code == Exit.IDP_UNREACHABLE and "cannot reach" in e.value.message
+
+
+# --- device-code flow ----------------------------------------------------------------------------
+class Terminal:
+    """Stands for the person's terminal: reads the code sts-wire prints and approves it."""
+
+    def __init__(self, idp, user):
+        self.idp, self.user, self.text = idp, user, ""
+        self.approver: threading.Thread | None = None
+
+    def write(self, s):
+        self.text += s
+        if "enter the code:" in self.text and self.approver is None:
+            code = self.text.split("enter the code:")[1].split()[0]
+            self.approver = threading.Thread(target=self.idp.approve_device, args=(code, self.user))
+            self.approver.start()
+
+    def flush(self):
+        pass
+
+
+def test_device_flow_prints_url_and_code_then_renews_with_refresh(idp):
+    term = Terminal(idp, "carol")
+    src = DeviceSource(oauth(idp, "sts-wire-public", None, None, scope="openid groups offline_access"),
+                       out=term)
+    tok = src.fetch()
+    term.approver.join()
+    assert f"open {idp.issuer}/device" in term.text and "Signed in." in term.text
+    assert tok.user == "carol" and "admins" in groups_of(idp, tok.access_token)
+    again = src.fetch()                  # the refresh token from the flow, no second prompt
+    assert again.access_token != tok.access_token and term.text.count("enter the code") == 1
+
+
+# --- JupyterHub API ------------------------------------------------------------------------------
+class FakeHubUser:
+    """Answers GET /user like JupyterHub's API for a server token with admin:auth_state!user."""
+
+    def __init__(self, model: dict, api_token: str = "server-token"):  # noqa: S107
+        self.model, self.api_token, self.requests = model, api_token, []
+        outer = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                outer.requests.append((self.path, self.headers.get("Authorization")))
+                ok = self.headers.get("Authorization") == f"token {outer.api_token}"
+                body = json.dumps(outer.model if ok else {"status": 403}).encode()
+                self.send_response(200 if ok and self.path == "/hub/api/user" else 403)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.srv.server_port}/hub/api"
+
+    def close(self):
+        self.srv.shutdown()
+
+
+def test_hub_source_reads_auth_state(idp):
+    login = idp.login("alice")
+    exp = int(time.time()) + 600
+    hub = FakeHubUser({"name": "alice", "auth_state": {"access_token": login["access_token"],
+                                                       "refresh_token": login["refresh_token"],
+                                                       "expires_at": exp}})
+    try:
+        src = make_source(TokenSpec(source="hub"), env={"JUPYTERHUB_API_URL": hub.url,
+                                                        "JUPYTERHUB_API_TOKEN": "server-token"})
+        assert isinstance(src, HubSource)
+        tok = src.fetch()
+        assert tok.access_token == login["access_token"] and tok.expires_at == exp and tok.user == "alice"
+        assert hub.requests == [("/hub/api/user", "token server-token")]
+        # a fresher token at the hub is picked up at the next fetch
+        new = idp.refresh(login["refresh_token"])
+        hub.model["auth_state"]["access_token"] = new["access_token"]
+        assert src.fetch().access_token == new["access_token"]
+    finally:
+        hub.close()
+
+
+@pytest.mark.parametrize(("model", "token", "expect"), [
+    ({"name": "alice"}, "server-token", "did not return auth_state"),
+    ({"name": "alice", "auth_state": {"access_token": "x", "expires_at": 1}}, "server-token", "has expired"),
+    ({"name": "alice"}, "wrong-token", "refused the server's token"),
+])
+def test_hub_source_problems(model, token, expect):
+    hub = FakeHubUser(model)
+    try:
+        src = HubSource(hub.url, token, True)
+        with pytest.raises(StsWireError, match=expect) as e:
+            src.fetch()
+        assert e.value.code == Exit.TOKEN
+    finally:
+        hub.close()
+
+
+def test_hub_source_needs_its_environment():
+    with pytest.raises(StsWireError, match="JUPYTERHUB_API_URL and JUPYTERHUB_API_TOKEN") as e:
+        make_source(TokenSpec(source="hub"), env={})
+    assert e.value.code == Exit.SPEC
+
+
+def test_no_secret_in_query_strings_of_hub_requests():
+    hub = FakeHubUser({"name": "a", "auth_state": {"access_token": "tok", "expires_at": time.time() + 99}})
+    try:
+        HubSource(hub.url, "server-token", True).fetch()
+        assert all(urllib.parse.urlsplit(p).query == "" for p, _ in hub.requests)
+    finally:
+        hub.close()
