@@ -32,9 +32,10 @@ def reference_markdown() -> str:
     sections: list[tuple[str, dict, list[str]]] = []
     _collect("", root, sections)
     lines += ["## Sections", ""]
+    lines += ["- [Top level](#top-level)"]
     lines += [f"- [`{path}`](#{_anchor(path)})" for path, _, _ in sections[1:]]
     lines += ["- [Value types](#value-types)", ""]
-    for path, node, required in sections[1:]:
+    for path, node, required in sections:
         lines += _section(path, node, required)
     lines += ["## Value types", ""]
     for name, node in root["$defs"].items():
@@ -74,7 +75,10 @@ def _collect(path: str, node: dict, out: list, container: str = "") -> None:
 
 
 def _section(path: str, node: dict, required: list[str]) -> list[str]:
-    lines = [f"## `{path}`", "", _one_line(node.get("description", "")), ""]
+    if not path:
+        lines = ["## Top level", "", "The file is a mapping of these sections.", ""]
+    else:
+        lines = [f"## `{path}`", "", _one_line(node.get("description", "")), ""]
     props = node.get("properties", {})
     if not props:
         return [*lines, "Takes no settings: write `{}`.", ""]

@@ -54,8 +54,8 @@ def _read_secret_file(path: str, fail) -> str:
         ) from None
     except OSError as exc:
         raise fail(f"file {path} cannot be opened: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
+    try:
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise fail(f"{path} is not a regular file; point to the file holding the secret")
         mode = stat.S_IMODE(info.st_mode)
@@ -64,7 +64,10 @@ def _read_secret_file(path: str, fail) -> str:
                 f"file {path} is open to group or others (mode {mode:04o}); "
                 f"run: chmod 600 {path}"
             )
-        raw = f.read()
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            raw = f.read()
+    finally:
+        os.close(fd)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
