@@ -1,0 +1,401 @@
+"""The policy: what each test user may start, and which spawn requests are allowed or refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from jhub_cloud.config import from_dict, load
+from jhub_cloud.policy import (
+    Allowed,
+    Refused,
+    Resources,
+    allowed_profiles,
+    decide,
+    explain,
+    is_admin,
+    review_profiles,
+    user_groups,
+    user_limits,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+FULL = ROOT / "config" / "examples" / "full.yaml"
+G = 1024**3
+USERS = {
+    "alice": ["physics", "cms"],
+    "bob": ["physics"],
+    "carol": ["admins", "physics"],
+    "dave": ["visitors"],  # a group the hub does not allow
+}
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load(FULL)
+
+
+def changed(edit) -> object:
+    """The full example after `edit(data)`, validated again."""
+    data = yaml.safe_load(FULL.read_text())
+    edit(data)
+    return from_dict(data)
+
+
+def profile_data(data: dict, name: str) -> dict:
+    return next(p for p in data["profiles"] if p["name"] == name)
+
+
+# Who gets what --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "user, names",
+    [
+        ("alice", ["cpu", "docker-lab", "gpu", "batch"]),
+        ("bob", ["cpu", "docker-lab"]),
+        ("carol", ["cpu", "docker-lab", "gpu", "batch", "admin-shell"]),
+        ("dave", []),
+    ],
+)
+def test_profiles_offered_to_each_test_user(cfg, user, names):
+    assert [o.name for o in allowed_profiles(cfg, USERS[user])] == names
+
+
+@pytest.mark.parametrize(
+    "user, values, source",
+    [
+        ("alice", (2, 8, 32 * G, 1), "cms"),
+        ("bob", (1, 4, 8 * G, 0), "physics"),
+        ("carol", (3, 16, 64 * G, 2), "admins"),
+    ],
+)
+def test_limits_are_the_largest_over_the_users_groups(cfg, user, values, source):
+    limits = user_limits(cfg, USERS[user])
+    assert (limits.max_servers, limits.max_cpu, limits.max_memory_bytes, limits.max_gpus) == values
+    assert set(limits.source.values()) == {source}
+
+
+def test_a_user_with_no_allowed_group_gets_nothing(cfg):
+    assert user_groups(cfg, USERS["dave"]) == ()
+    assert user_limits(cfg, USERS["dave"]) is None
+    assert allowed_profiles(cfg, []) == []
+    assert not is_admin(cfg, USERS["dave"])
+
+
+def test_groups_not_allowed_are_ignored_next_to_allowed_ones(cfg):
+    assert user_groups(cfg, ["visitors", "physics", "physics"]) == ("physics",)
+    assert allowed_profiles(cfg, ["visitors", "physics"]) == allowed_profiles(cfg, ["physics"])
+
+
+def test_resolution_does_not_depend_on_the_order_of_groups(cfg):
+    forward, backward = ["physics", "cms", "admins"], ["admins", "cms", "physics"]
+    assert allowed_profiles(cfg, forward) == allowed_profiles(cfg, backward)
+    assert user_limits(cfg, forward) == user_limits(cfg, backward)
+    assert explain(cfg, forward) == explain(cfg, backward)
+
+
+def test_each_limit_may_come_from_a_different_group():
+    def edit(data):
+        data["groups"]["physics"]["max_memory"] = "128G"  # physics now gives the most memory
+
+    cfg = changed(edit)
+    limits = user_limits(cfg, USERS["alice"])
+    assert limits.max_memory_bytes == 128 * G and limits.source["max_memory"] == "physics"
+    assert limits.source["max_cpu"] == "cms" and limits.max_cpu == 8
+
+
+def test_equal_limits_are_credited_to_the_first_group_in_sorted_order():
+    def edit(data):
+        data["groups"]["physics"]["max_cpu"] = 8  # ties with cms
+
+    cfg = changed(edit)
+    for groups in (["physics", "cms"], ["cms", "physics"]):
+        assert user_limits(cfg, groups).source["max_cpu"] == "cms"
+
+
+def test_admins_come_from_admin_groups(cfg):
+    assert is_admin(cfg, USERS["carol"])
+    assert not is_admin(cfg, USERS["alice"])
+
+
+def test_groups_given_as_one_string_are_refused(cfg):
+    with pytest.raises(TypeError, match="list of group names"):
+        allowed_profiles(cfg, "physics,cms")
+
+
+def test_offer_credits_each_granting_group(cfg):
+    offers = {o.name: o for o in allowed_profiles(cfg, USERS["alice"])}
+    assert offers["cpu"].granted_by == ("cms", "physics")
+    assert offers["gpu"].granted_by == ("cms",)
+
+
+# Choices cut to the user's limits -------------------------------------------------------------
+
+
+def test_options_above_the_users_limits_are_not_offered(cfg):
+    bob = {o.name: o for o in allowed_profiles(cfg, USERS["bob"])}["docker-lab"]
+    assert bob.choices["cpu"].options == (0.5, 1, 2, 4)
+    assert bob.choices["memory"].options == ("1G", "2G", "4G", "8G")
+    carol = {o.name: o for o in allowed_profiles(cfg, USERS["carol"])}["docker-lab"]
+    assert carol.choices["cpu"].options == (0.5, 1, 2, 4, 8)
+    alice = {o.name: o for o in allowed_profiles(cfg, USERS["alice"])}["batch"]
+    assert alice.choices["memory"].options == ("4G", "16G")
+    assert alice.choices["gpus"].options == (0, 1)
+
+
+def test_a_default_above_the_limits_becomes_the_largest_option_allowed():
+    def edit(data):
+        profile_data(data, "docker-lab")["choices"]["cpu"]["default"] = 8
+
+    offers = {o.name: o for o in allowed_profiles(changed(edit), USERS["bob"])}
+    assert offers["docker-lab"].choices["cpu"].default == 4
+
+
+def test_a_profile_whose_smallest_choice_is_above_the_limits_is_not_offered_and_says_why():
+    def edit(data):
+        profile_data(data, "gpu")["groups"] = ["physics", "cms", "admins"]
+
+    cfg = changed(edit)
+    offers, unavailable = review_profiles(cfg, USERS["bob"])
+    assert "gpu" not in [o.name for o in offers]
+    assert unavailable == {
+        "gpu": "its smallest gpus (1) is above your max_gpus of 0 (from group physics)"
+    }
+    refused = decide(cfg, USERS["bob"], {"profile": "gpu"})
+    assert isinstance(refused, Refused)
+    assert refused.reason == f"profile gpu is not available to you: {unavailable['gpu']}"
+
+
+def test_no_gpu_model_is_offered_when_no_gpu_is():
+    def edit(data):
+        profile_data(data, "batch")["groups"] = ["physics", "cms", "admins"]
+
+    cfg = changed(edit)
+    bob = {o.name: o for o in allowed_profiles(cfg, USERS["bob"])}["batch"]
+    assert bob.choices["gpus"].options == (0,) and "gpu_model" not in bob.choices
+    refused = decide(cfg, USERS["bob"], {"profile": "batch", "gpu_model": "a100"})
+    assert isinstance(refused, Refused) and refused.field == "gpu_model"
+
+
+# decide: allowed, with exactly which resources ------------------------------------------------
+
+
+def test_empty_form_gives_the_first_profile_with_its_defaults(cfg):
+    decision = decide(cfg, USERS["bob"], {})
+    assert decision == Allowed(
+        profile="cpu",
+        resources=Resources(
+            backend="local",
+            image="jhub-cloud/lab:latest",
+            cpu=1,
+            memory_bytes=2 * G,
+            gpus=0,
+            gpu_model=None,
+            time_limit=None,
+            mounts=cfg.profile("cpu").mounts,
+            environment={},
+        ),
+    )
+    assert decision.allowed
+
+
+def test_form_values_as_jupyterhub_posts_them(cfg):
+    form = {"profile": ["gpu"], "cpu": ["8"], "memory": ["32G"], "gpus": ["1"],
+            "gpu_model": ["a100"], "_xsrf": ["token"]}
+    decision = decide(cfg, USERS["alice"], form)
+    assert isinstance(decision, Allowed)
+    r = decision.resources
+    assert (r.backend, r.image, r.cpu, r.memory_bytes, r.gpus, r.gpu_model) == (
+        "kubernetes", "jhub-cloud/lab-cuda:latest", 8, 32 * G, 1, "a100")
+    assert r.mounts[0].expand("alice").path == "/s3/alice"
+
+
+def test_batch_profile_gets_its_time_limit_and_no_gpu_model_without_gpus(cfg):
+    decision = decide(cfg, USERS["alice"], {"profile": "batch", "time_limit": "08:00:00"})
+    r = decision.resources
+    assert (r.backend, r.cpu, r.memory_bytes, r.gpus, r.gpu_model, r.time_limit) == (
+        "slurm", 4, 16 * G, 0, None, "08:00:00")
+    with_gpu = decide(cfg, USERS["alice"], {"profile": "batch", "gpus": 1}).resources
+    assert (with_gpu.gpus, with_gpu.gpu_model) == (1, "a100")
+
+
+def test_environment_and_read_only_mounts_come_from_the_profile(cfg):
+    r = decide(cfg, USERS["bob"], {"profile": "docker-lab", "cpu": 0.5}).resources
+    assert r.cpu == 0.5 and dict(r.environment) == {"JHUB_CLOUD_SITE": "example"}
+    assert [(m.bucket, m.read_only) for m in r.mounts] == [("{username}", False), ("cms-data", True)]
+
+
+# decide: refused, and why ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "user, form, field, reason",
+    [
+        ("dave", {}, None, "none of your groups (visitors) may use this hub"),
+        ("bob", {"profile": "nope"}, "profile", "unknown profile \"nope\""),
+        ("bob", {"profile": "gpu"}, "profile",
+         "profile gpu is not for your groups (physics); it is for: cms, admins"),
+        ("alice", {"profile": "admin-shell"}, "profile", "not for your groups (cms, physics)"),
+        ("bob", {"profile": "cpu", "cpu": 3}, "cpu",
+         "cpu 3 is not a choice of profile cpu (choices: 1, 2, 4)"),
+        ("bob", {"profile": "cpu", "image": "evil/miner:latest"}, "image",
+         "image \"evil/miner:latest\" is not a choice of profile cpu"),
+        ("bob", {"profile": "cpu", "memory": "2048M"}, "memory", "is not a choice"),
+        ("bob", {"profile": "docker-lab", "cpu": 8}, "cpu",
+         "cpu 8 is above your max_cpu of 4 (from group physics)"),
+        ("bob", {"profile": "docker-lab", "memory": "16G"}, "memory",
+         "memory 16G is above your max_memory of 8G (from group physics)"),
+        ("alice", {"profile": "gpu", "gpus": 2}, "gpus",
+         "gpus 2 is above your max_gpus of 1 (from group cms)"),
+        ("alice", {"profile": "gpu", "gpu_model": "h100"}, "gpu_model", "is not a choice"),
+        ("bob", {"profile": "cpu", "time_limit": "01:00:00"}, "time_limit",
+         "profile cpu has no time_limit choice"),
+        ("alice", {"profile": "batch", "time_limit": "99:00:00"}, "time_limit", "not a choice"),
+    ],
+)
+def test_requests_outside_the_policy_are_refused(cfg, user, form, field, reason):
+    decision = decide(cfg, USERS[user], form)
+    assert isinstance(decision, Refused), decision
+    assert reason in decision.reason
+    assert decision.field == field
+    assert not decision.allowed
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("cpu", "two"), ("cpu", [1, 2]), ("cpu", True), ("cpu", None), ("cpu", {"n": 1}),
+        ("cpu", "nan"), ("cpu", "inf"), ("cpu", float("nan")), ("gpus", 0.5), ("gpus", "0.5"),
+        ("image", 5), ("memory", 2), ("profile", 3), ("profile", []), ("time_limit", ["a", "b"]),
+    ],
+)
+def test_values_of_the_wrong_type_are_refused(cfg, field, value):
+    form = {"profile": "batch", field: value}
+    decision = decide(cfg, USERS["alice"], form)
+    assert isinstance(decision, Refused), decision
+    assert decision.field == field
+
+
+def test_unknown_form_fields_are_refused(cfg):
+    decision = decide(cfg, USERS["alice"], {"profile": "cpu", "privileged": "true"})
+    assert isinstance(decision, Refused)
+    assert 'unknown form field "privileged"' in decision.reason
+
+
+def test_a_form_that_is_not_a_mapping_is_refused(cfg):
+    assert isinstance(decide(cfg, USERS["alice"], ["profile", "cpu"]), Refused)
+
+
+# decide: limits count the servers already running ---------------------------------------------
+
+
+def running(cfg, user, *forms) -> list[Resources]:
+    out = []
+    for form in forms:
+        decision = decide(cfg, USERS[user], form)
+        assert isinstance(decision, Allowed), decision
+        out.append(decision.resources)
+    return out
+
+
+def test_servers_at_once(cfg):
+    one = running(cfg, "bob", {"profile": "cpu"})
+    refused = decide(cfg, USERS["bob"], {"profile": "cpu"}, one)
+    assert isinstance(refused, Refused)
+    assert refused.reason.startswith("you have 1 server(s) running and may run 1 at once")
+    assert "(max_servers, from group physics)" in refused.reason
+    assert isinstance(decide(cfg, USERS["alice"], {"profile": "cpu"}, one), Allowed)
+    two = one * 2
+    assert isinstance(decide(cfg, USERS["alice"], {"profile": "cpu"}, two), Refused)
+
+
+def test_total_cpu_memory_and_gpus_of_running_servers(cfg):
+    busy = running(cfg, "alice", {"profile": "docker-lab", "cpu": 4, "memory": "16G"})
+    cpu = decide(cfg, USERS["alice"], {"profile": "gpu", "cpu": 8}, busy)
+    assert isinstance(cpu, Refused) and cpu.field == "cpu"
+    assert cpu.reason.startswith("this server's CPUs (8) with your running servers' (4) would be "
+                                 "12, above your max_cpu of 8 (from group cms)")
+    assert isinstance(decide(cfg, USERS["alice"], {"profile": "gpu", "cpu": 4}, busy), Allowed)
+    memory = decide(cfg, USERS["alice"], {"profile": "gpu", "cpu": 2, "memory": "32G"}, busy)
+    assert isinstance(memory, Refused) and memory.field == "memory"
+    assert "would be 48G, above your max_memory of 32G" in memory.reason
+    on_gpu = running(cfg, "alice", {"profile": "gpu", "cpu": 2, "memory": "8G"})
+    gpus = decide(cfg, USERS["alice"], {"profile": "batch", "cpu": 1, "memory": "4G", "gpus": 1},
+                  on_gpu)
+    assert isinstance(gpus, Refused) and gpus.field == "gpus"
+    assert "above your max_gpus of 1 (from group cms)" in gpus.reason
+
+
+def test_fractional_cpus_add_up_exactly():
+    def edit(data):
+        data["groups"]["physics"].update(max_servers=3, max_cpu=0.3)
+        profile_data(data, "docker-lab")["choices"]["cpu"] = {"options": [0.1, 0.2]}
+
+    cfg = changed(edit)
+    busy = running(cfg, "bob", {"profile": "docker-lab", "cpu": 0.1})
+    assert isinstance(decide(cfg, USERS["bob"], {"profile": "docker-lab", "cpu": 0.2}, busy),
+                      Allowed)
+
+
+# What is offered and what is enforced agree ---------------------------------------------------
+
+
+@pytest.mark.parametrize("user", sorted(USERS))
+def test_every_option_is_allowed_exactly_when_it_is_offered(cfg, user):
+    offers = {o.name: o for o in allowed_profiles(cfg, USERS[user])}
+    seen = set()
+    for profile in cfg.profiles:
+        offer = offers.get(profile.name)
+        for field, choice in profile.choices.items():
+            for option in choice.options:
+                form = {"profile": profile.name, field: option}
+                if field == "gpu_model" and offer:  # a model needs a GPU: ask for the most offered
+                    form["gpus"] = max(offer.choices["gpus"].options)
+                offered = (
+                    offer is not None
+                    and field in offer.choices
+                    and option in offer.choices[field].options
+                )
+                decision = decide(cfg, USERS[user], form)
+                assert decision.allowed == offered, (user, form, decision)
+                seen.add(offered)
+    assert seen == ({False} if user == "dave" else {True, False})
+
+
+# explain agrees with the policy ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("user", sorted(USERS))
+def test_explain_matches_the_policy(cfg, user):
+    groups = USERS[user]
+    result = explain(cfg, groups)
+    assert result["profiles"] == [o.to_dict() for o in allowed_profiles(cfg, groups)]
+    limits = user_limits(cfg, groups)
+    if limits is None:
+        assert result["limits"] == {}
+    else:
+        for name, entry in result["limits"].items():
+            assert entry == {"value": limits.shown(name), "from": limits.source[name]}
+    assert result["admin"]["value"] == is_admin(cfg, groups)
+    assert result["can_log_in"] == bool(user_groups(cfg, groups))
+
+
+def test_explain_for_the_test_users(cfg):
+    alice = explain(cfg, USERS["alice"])
+    assert alice["limits"] == {
+        "max_servers": {"value": 2, "from": "cms"},
+        "max_cpu": {"value": 8, "from": "cms"},
+        "max_memory": {"value": "32G", "from": "cms"},
+        "max_gpus": {"value": 1, "from": "cms"},
+    }
+    assert [(p["name"], p["from"]) for p in alice["profiles"]] == [
+        ("cpu", "cms"), ("docker-lab", "cms"), ("gpu", "cms"), ("batch", "cms")]
+    carol = explain(cfg, USERS["carol"])
+    assert carol["admin"] == {"value": True, "from": "admins"}
+    assert ("cpu", "physics") in [(p["name"], p["from"]) for p in carol["profiles"]]
+    dave = explain(cfg, USERS["dave"])
+    assert dave["can_log_in"] is False and dave["ignored_groups"] == ["visitors"]
+    assert dave["profiles"] == [] and dave["limits"] == {}
