@@ -6,6 +6,8 @@ import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from .auth.authenticator import IAMAuthenticator
+
 # What a user's server may do with its own $JUPYTERHUB_API_TOKEN: the defaults, plus reading its
 # own user's auth_state, so sts-wire can fetch the current access token (nothing of other users).
 SERVER_TOKEN_SCOPES = ["access:servers!server", "users:activity!user", "admin:auth_state!user"]
@@ -48,7 +50,7 @@ def _apply_hub(c, hub: Mapping, resolve_secret) -> None:
 
 
 def _apply_auth(c, auth: Mapping, resolve_secret) -> None:
-    c.JupyterHub.authenticator_class = "iam"
+    c.JupyterHub.authenticator_class = IAMAuthenticator
     a = c.IAMAuthenticator
     a.issuer = auth["issuer"]
     a.client_id = auth["client_id"]
@@ -57,7 +59,8 @@ def _apply_auth(c, auth: Mapping, resolve_secret) -> None:
                        ("groups_source", "groups_source"), ("group_rename", "group_rename"),
                        ("pkce", "enable_pkce"), ("login_service", "login_service"),
                        ("refresh_margin_seconds", "refresh_margin"),
-                       ("access_token_audience", "access_token_audience")):
+                       ("access_token_audience", "access_token_audience"),
+                       ("extra_authorize_params", "extra_authorize_params")):
         if auth.get(key) is not None:
             setattr(a, trait, auth[key])
     a.allowed_groups = set(auth.get("allowed_groups", []))

@@ -39,9 +39,30 @@ def suite_config(idp: IdP, data_dir: Path, port: int, hub_port: int, proxy_api_p
             "allowed_groups": ["physics", "cms", "admins"],
             "admin_groups": ["admins"],
             "ca_file": str(idp.pki.bundle),
+            # oidc-provider issues refresh tokens only with explicit consent (IAM does not need this).
+            "extra_authorize_params": {"prompt": "consent"},
             **auth,
         },
+        "backends": {"local": {}},
+        "groups": {
+            "physics": {"max_servers": 1, "max_cpu": 2, "max_memory": "4G", "max_gpus": 0},
+            "cms": {"max_servers": 2, "max_cpu": 4, "max_memory": "8G", "max_gpus": 0},
+            "admins": {"max_servers": 3, "max_cpu": 4, "max_memory": "8G", "max_gpus": 0},
+        },
+        "profiles": [
+            _profile("physics-cpu", "physics", cpus=[1, 2], memory=["1G", "2G"]),
+            _profile("cms-cpu", "cms", cpus=[1, 4], memory=["2G", "8G"]),
+            _profile("admin-cpu", "admins", cpus=[1], memory=["1G"]),
+        ],
     }
+
+
+def _profile(name: str, group: str, cpus: list, memory: list) -> dict:
+    return {"name": name, "display_name": f"{group} notebook", "description": f"For {group}.",
+            "backend": "local", "groups": [group],
+            "choices": {"image": {"options": ["default"], "default": "default"},
+                        "cpu": {"options": cpus, "default": cpus[0]},
+                        "memory": {"options": memory, "default": memory[0]}}}
 
 
 @dataclass
@@ -107,10 +128,16 @@ class Hub:
         return r.json()
 
     def login(self, user: str, password: str | None = None) -> tuple[requests.Session, requests.Response]:
-        """Log in through the hub's OAuth flow without a browser; returns the session and the final page."""
+        """Log in through the hub's OAuth flow without a browser.
+
+        Returns the session and the hub's answer to the OAuth callback: a redirect onwards when the
+        login worked (not followed, so that no server is spawned as a side effect), else an error page.
+        """
         s = self.idp.session()
         r = s.get(self.url + "/hub/oauth_login", allow_redirects=False)
         while r.status_code in (302, 303):
+            if "/hub/oauth_callback" in r.url:
+                break
             loc = urllib.parse.urljoin(r.url, r.headers["location"])
             if "/interaction/" in loc:
                 r = s.get(loc, allow_redirects=False)
@@ -119,3 +146,15 @@ class Hub:
                 continue
             r = s.get(loc, allow_redirects=False)
         return s, r
+
+
+def server_environ(hub: Hub, user: str) -> dict:
+    """The environment of a user's running local-process server of this hub (read from /proc as root)."""
+    import psutil
+
+    for p in psutil.process_iter(["username", "cmdline"]):
+        if p.info["username"] == user and any("jupyterhub-singleuser" in a for a in (p.info["cmdline"] or [])):
+            env = p.environ()
+            if f":{hub.hub_port}/" in env.get("JUPYTERHUB_API_URL", ""):
+                return env
+    raise LookupError(f"no running single-user server of {user} at this hub")

@@ -1,0 +1,153 @@
+"""Login through a real JupyterHub + configurable-http-proxy with the real IdP."""
+
+import time
+
+import jwt
+import pytest
+import requests
+
+from tests.testbed.hub import CLIENT_SECRET, Hub, server_environ
+from tests.testbed.idp import IdP
+
+
+@pytest.fixture(scope="module")
+def hub(idp, run_dir):
+    h = Hub(idp, run_dir / "hub-auth").start()
+    yield h
+    h.stop()
+
+
+@pytest.fixture(scope="module")
+def short_idp(pki, run_dir):
+    """An IdP whose access tokens live 20 s, to see refreshes happen."""
+    p = IdP(pki, run_dir / "idp-short", at_ttl=20).start()
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="module")
+def short_hub(short_idp, run_dir):
+    h = Hub(short_idp, run_dir / "hub-short",
+            auth={"refresh_margin_seconds": 8, "auth_refresh_age": 2}).start()
+    yield h
+    for user in ("alice", "carol"):
+        h.api("DELETE", f"/users/{user}/server")
+    time.sleep(1)
+    h.stop()
+
+
+def _exp(token: str) -> float:
+    return jwt.decode(token, options={"verify_signature": False})["exp"]
+
+
+@pytest.mark.parametrize("user, groups, admin", [
+    ("alice", ["cms", "physics"], False),
+    ("bob", ["physics"], False),
+    ("carol", ["admins", "physics"], True),
+])
+def test_login_sets_groups_and_admin(hub, user, groups, admin):
+    s, r = hub.login(user)
+    assert r.status_code == 302, r.text[:300]
+    assert s.cookies.get("jupyterhub-session-id")
+    model = hub.user(user)
+    assert sorted(model["groups"]) == groups
+    assert model["admin"] is admin
+    hub_groups = {g["name"] for g in hub.api("GET", "/groups").json()}
+    assert set(groups) <= hub_groups
+
+
+def test_user_outside_allowed_groups_is_refused_at_login(hub):
+    s, r = hub.login("dave")
+    assert r.status_code == 403
+    assert "not a member of any group allowed on this hub" in r.text
+    assert "ask your group manager" in r.text
+    assert hub.api("GET", "/users/dave").status_code == 404  # never became a hub user
+
+
+def test_admin_follows_idp_group_at_next_login(hub, idp):
+    hub.login("carol")
+    assert hub.user("carol")["admin"] is True
+    idp.set_groups("carol", ["physics"])
+    try:
+        hub.login("carol")
+        model = hub.user("carol")
+        assert model["admin"] is False
+        assert model["groups"] == ["physics"]
+    finally:
+        idp.set_groups("carol", ["admins", "physics"])
+    hub.login("carol")
+    assert hub.user("carol")["admin"] is True
+
+
+def test_auth_state_holds_tokens_and_expiry(hub):
+    hub.login("bob")
+    state = hub.user("bob")["auth_state"]
+    assert state["access_token"] and state["refresh_token"]
+    assert state["expires_at"] == pytest.approx(_exp(state["access_token"]))
+
+
+def test_refresh_takes_admin_away_when_idp_group_goes(short_hub, short_idp):
+    s, _ = short_hub.login("carol")
+    assert short_hub.user("carol")["admin"] is True
+    short_idp.set_groups("carol", ["physics"])
+    try:
+        time.sleep(13)  # the 20 s token is now within the 8 s refresh margin
+        assert s.get(short_hub.url + "/hub/home").status_code == 200  # a request refreshes
+        model = short_hub.user("carol")
+        assert model["admin"] is False
+        assert model["groups"] == ["physics"]
+    finally:
+        short_idp.set_groups("carol", ["admins", "physics"])
+
+
+def test_spawn_after_expiry_uses_fresh_token_and_server_reads_only_its_own(short_hub):
+    s, _ = short_hub.login("alice")
+    old = short_hub.user("alice")["auth_state"]["access_token"]
+    time.sleep(21)  # the access token is now expired
+    assert _exp(old) < time.time()
+    # The spawn page, as her browser would: the hub refreshes her tokens before spawning.
+    r = s.get(short_hub.url + "/hub/spawn/alice", allow_redirects=False)
+    assert r.status_code in (200, 302, 303), r.text[:300]
+    for _ in range(120):
+        if short_hub.user("alice")["servers"].get("", {}).get("ready"):
+            break
+        time.sleep(0.5)
+    state = short_hub.user("alice")["auth_state"]
+    assert state["access_token"] != old
+    assert _exp(state["access_token"]) > time.time()
+
+    token = server_environ(short_hub, "alice")["JUPYTERHUB_API_TOKEN"]
+    # /users/<name> (not /user, which leaves auth_state out) is where a server reads its tokens.
+    mine = short_hub.api("GET", "/users/alice", token=token)
+    assert mine.status_code == 200, mine.text
+    assert _exp(mine.json()["auth_state"]["access_token"]) > time.time()
+    assert short_hub.api("GET", "/users/carol", token=token).status_code in (403, 404)
+    # The server's token is no admin: it cannot read the user list either.
+    assert short_hub.api("GET", "/users", token=token).status_code == 403
+
+
+def test_server_environment_holds_no_hub_secret(short_hub):
+    env = server_environ(short_hub, "alice")  # started by the previous test
+    assert CLIENT_SECRET not in "\n".join(f"{k}={v}" for k, v in env.items())
+    assert "JHUB_CLOUD_CLIENT_SECRET" not in env and "JUPYTERHUB_CRYPT_KEY" not in env
+
+
+def test_hub_logs_hold_no_token_or_secret(hub, short_hub):
+    secrets_seen = {CLIENT_SECRET}
+    for h in (hub, short_hub):
+        for user in ("alice", "bob", "carol"):
+            r = h.api("GET", f"/users/{user}")
+            if r.ok and r.json().get("auth_state"):
+                st = r.json()["auth_state"]
+                secrets_seen |= {st["access_token"], st["refresh_token"], st["id_token"]}
+    assert len(secrets_seen) > 3
+    for h in (hub, short_hub):
+        text = h.log.read_text()
+        assert "Refreshed the access token" in text or h is hub
+        for secret in secrets_seen:
+            assert secret not in text
+
+
+def test_hub_serves_through_the_proxy(hub):
+    r = requests.get(hub.url + "/hub/api/", timeout=5)
+    assert r.ok and "version" in r.json()
