@@ -46,18 +46,24 @@ def can_write(s3, bucket: str) -> bool:
 
 def test_own_bucket_read_write_and_others_refused(s3srv, idp):
     s3 = s3_client(s3srv.endpoint, keys_for(s3srv, idp, "alice"))
+    key = f"hello-{uuid.uuid4().hex[:8]}.txt"
     body = f"alice was here {time.time()}".encode()
-    s3.put_object(Bucket="alice", Key="hello.txt", Body=body)
-    assert s3.get_object(Bucket="alice", Key="hello.txt")["Body"].read() == body
-    assert "hello.txt" in [o["Key"] for o in s3.list_objects_v2(Bucket="alice").get("Contents", [])]
+    s3.put_object(Bucket="alice", Key=key, Body=body)
+    assert s3.get_object(Bucket="alice", Key=key)["Body"].read() == body
+    assert key in [o["Key"] for o in s3.list_objects_v2(Bucket="alice").get("Contents", [])]
+    s3.delete_object(Bucket="alice", Key=key)
 
-    s3srv.admin_s3().put_object(Bucket="bob", Key="secret.txt", Body=b"bob's")
-    for call in (lambda: s3.put_object(Bucket="bob", Key="x", Body=b"x"),
-                 lambda: s3.get_object(Bucket="bob", Key="secret.txt"),
-                 lambda: s3.list_objects_v2(Bucket="bob")):
-        with pytest.raises(ClientError) as e:
-            call()
-        assert error_code(e.value) == "AccessDenied"
+    admin = s3srv.admin_s3()
+    admin.put_object(Bucket="bob", Key=key, Body=b"bob's")
+    try:
+        for call in (lambda: s3.put_object(Bucket="bob", Key="x", Body=b"x"),
+                     lambda: s3.get_object(Bucket="bob", Key=key),
+                     lambda: s3.list_objects_v2(Bucket="bob")):
+            with pytest.raises(ClientError) as e:
+                call()
+            assert error_code(e.value) == "AccessDenied"
+    finally:
+        admin.delete_object(Bucket="bob", Key=key)
 
 
 def test_shared_and_group_buckets(s3srv, idp):
@@ -142,11 +148,16 @@ def test_tampered_tokens_are_refused(s3srv, idp):
     _refused(s3srv, role, _sign(claims, header, other))
 
     # 3. Signed by the IdP's real key but expired.
+    real = idp.pki.sig_key.read_bytes()
     expired = {**claims, "iat": int(time.time()) - 7200, "exp": int(time.time()) - 3600}
-    _refused(s3srv, role, _sign(expired, header, idp.pki.sig_key.read_bytes()))
+    _refused(s3srv, role, _sign(expired, header, real))
+
+    # 4. Signed by the IdP's real key but for another audience (a token meant for another
+    # client of the same IdP; client_id stays "jupyterhub", which alone satisfies RGW's own
+    # check: the testbed's trust policy checks aud too).
+    _refused(s3srv, role, _sign({**claims, "aud": "another-service"}, header, real))
 
     # Control: the same forged claims with the IdP's real key are accepted, so the refusals
-    # above are the signature and expiry checks at work, not a malformed forgery.
-    creds = assume_role(s3srv.endpoint, role, _sign(claims, header, idp.pki.sig_key.read_bytes()),
-                        "bob")
+    # above are the signature, expiry and audience checks at work, not a malformed forgery.
+    creds = assume_role(s3srv.endpoint, role, _sign(claims, header, real), "bob")
     assert creds["AccessKeyId"]

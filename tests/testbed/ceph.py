@@ -1,18 +1,24 @@
 """A throwaway one-node Ceph (Debian's 16.2 "pacific") with radosgw S3 + OIDC STS, on loopback.
 
 One monitor and one bluestore OSD on a sparse file, then radosgw; every file (config, keyrings,
-pid files, admin sockets, logs, data) lives under the run folder and every listener is on a free
-loopback port. The daemons run in the foreground (``-f``) as our children, in process groups of
+pid files, admin sockets, logs, data) lives under the run folder. The monitor and radosgw listen
+on free loopback ports picked here; the OSD binds free ports of Ceph's 6800-7300 range on
+127.0.0.1 itself. The daemons run in the foreground (``-f``) as our children, in process groups of
 their own, and are stopped by PID.
 
 radosgw's libcurl ignores the CA environment variables, so it runs in a private mount namespace
 in which the test CA bundle (system CAs + test CA) is bind-mounted over the system bundle: it
 then trusts the IdP's HTTPS for the JWKS without touching the host's trust store.
 
-STS on RGW: RoleArn is mandatory and trust conditions only see ``sub``/``aud``, so there is one
-role per user, ``arn:aws:iam:::role/<user>``, trusted for tokens whose ``sub`` is that user, with
-a policy that grants the user's bucket, ``scratch`` and the buckets of the user's groups. RGW
-16.2 cannot parse policy JSON that contains spaces: documents are sent compact.
+STS on RGW: RoleArn is mandatory and trust conditions only see ``sub``/``aud`` (no groups, no
+policy variables from the token), so there is one role per user, ``arn:aws:iam:::role/<user>``,
+trusted for tokens whose ``sub`` is that user and whose ``aud`` is ours, with a policy that grants
+the user's bucket, ``scratch`` and the buckets of the user's groups (as the IdP starts with them).
+RGW 16.2 cannot parse policy JSON that contains spaces: documents are sent compact.
+
+Key lifetime: 3600 s unless DurationSeconds asks otherwise; ``rgw sts min session duration`` is
+lowered to 15 s so that renewal tests can ask for keys that expire quickly. A role's
+MaxSessionDuration cannot go below 3600 (RGW refuses), so the default cannot be shortened.
 """
 
 from __future__ import annotations
@@ -37,14 +43,14 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from .idp import AUDIENCE, IdP
+from .idp import AUDIENCE, USERS, IdP
 from .paths import SYSTEM_CA_BUNDLE
 from .procs import Daemon, ServiceError, log_tail, pid_alive, read_pid, wait_for
 from .s3 import (
     ALL_BUCKETS,
     REGION,
     SHARED_BUCKET,
-    _config,
+    boto_config,
     buckets_of,
     free_ports,
     static_s3_client,
@@ -107,7 +113,7 @@ class CephRGW:
     def admin_iam(self):
         return boto3.client("iam", endpoint_url=self.endpoint, region_name=self.region,
                             aws_access_key_id=ADMIN_KEY, aws_secret_access_key=ADMIN_SECRET,
-                            config=_config())
+                            config=boto_config())
 
     # --- configuration ------------------------------------------------------------------------
     def ceph_conf(self, fsid: str) -> str:
@@ -276,7 +282,7 @@ rgw enable usage log = false
         wait_for(lambda: iam.create_open_id_connect_provider(
             Url=self.idp.issuer, ClientIDList=[AUDIENCE], ThumbprintList=[thumb]),
             30, "RGW OIDC provider", self.daemons["client.rgw.a"].log, interval=0.5)
-        for user in self.users():
+        for user in USERS:
             self._create_role(iam, user)
         s3 = self.admin_s3()
         for b in ALL_BUCKETS:
@@ -285,15 +291,13 @@ rgw enable usage log = false
         s3.put_object(Bucket=SHARED_BUCKET, Key=".testbed-probe", Body=b"")
         s3.delete_object(Bucket=SHARED_BUCKET, Key=".testbed-probe")
 
-    def users(self) -> list[str]:
-        from .idp import USERS
-        return list(USERS)
-
     def trust_policy(self, user: str) -> dict:
         return {"Version": "2012-10-17", "Statement": [{
             "Effect": "Allow", "Principal": {"Federated": [self.oidc_provider_arn]},
             "Action": ["sts:AssumeRoleWithWebIdentity"],
-            "Condition": {"StringEquals": {f"{self.idp_host}:sub": user}}}]}
+            # RGW accepts a token whose client_id OR aud is a registered client id: check aud too.
+            "Condition": {"StringEquals": {f"{self.idp_host}:sub": user,
+                                           f"{self.idp_host}:aud": AUDIENCE}}}]}
 
     @staticmethod
     def role_policy(user: str) -> dict:

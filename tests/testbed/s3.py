@@ -43,7 +43,7 @@ def buckets_of(user: str) -> list[str]:
     return [user, SHARED_BUCKET, *(g for g in user_groups(user) if g in GROUP_BUCKETS)]
 
 
-def _config(**kw) -> botocore.config.Config:
+def boto_config(**kw) -> botocore.config.Config:
     # Loopback test servers: fail fast instead of botocore's long default retries.
     return botocore.config.Config(retries={"max_attempts": 2, "mode": "standard"},
                                   connect_timeout=5, read_timeout=60, **kw)
@@ -56,7 +56,7 @@ def sts_client(endpoint: str, region: str = REGION):
     the server, which decides (Ceph RGW here accepts less, SeaweedFS refuses)."""
     return boto3.client("sts", endpoint_url=endpoint, region_name=region,
                         aws_access_key_id="unused", aws_secret_access_key="unused",
-                        config=_config(signature_version=UNSIGNED, parameter_validation=False))
+                        config=boto_config(signature_version=UNSIGNED, parameter_validation=False))
 
 
 def assume_role(endpoint: str, role_arn: str, token: str, session_name: str,
@@ -75,7 +75,7 @@ def s3_client(endpoint: str, creds: dict, region: str = REGION):
                         aws_access_key_id=creds["AccessKeyId"],
                         aws_secret_access_key=creds["SecretAccessKey"],
                         aws_session_token=creds.get("SessionToken"),
-                        config=_config(s3={"addressing_style": "path"}))
+                        config=boto_config(s3={"addressing_style": "path"}))
 
 
 def static_s3_client(endpoint: str, access_key: str, secret_key: str, region: str = REGION):

@@ -13,10 +13,12 @@ token_duration="60s")`` (fixture ``seaweedfs_short``) hands out keys that expire
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import secrets
 import shutil
+import stat
 import time
 from pathlib import Path
 
@@ -81,6 +83,7 @@ class SeaweedFS:
         self.ports = dict(zip(names, free_ports(len(names)), strict=True))
         self.role_arn = f"arn:aws:iam::role/{ROLE}"
         self.daemon: Daemon | None = None
+        self._sockets: dict[Path, int] = {}
         self.start_seconds: float | None = None
 
     @property
@@ -145,7 +148,7 @@ class SeaweedFS:
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> SeaweedFS:
-        t0 = time.monotonic()
+        t0, started = time.monotonic(), time.time()
         shutil.rmtree(self.dir / "data", ignore_errors=True)   # fresh dir: old raft state is slow
         (self.dir / "data").mkdir(parents=True)
         for name, doc in (("iam.json", self.iam_config()), ("s3.json", self.s3_config())):
@@ -158,8 +161,21 @@ class SeaweedFS:
                              cwd=self.dir, stop_timeout=2).start()
         self.daemon.wait_ready(self._s3_answers, timeout=60)
         self._create_buckets()
+        self._sockets = self._tmp_sockets(since=started)
         self.start_seconds = time.monotonic() - t0
         return self
+
+    def _tmp_sockets(self, since: float) -> dict[Path, int]:
+        """weed's gRPC unix sockets in /tmp named after our ports (a killed weed leaves them):
+        path -> inode, for those made since our start, so that stop removes only ours."""
+        found = {}
+        for kind in ("master", "volume", "filer", "s3"):
+            sock = Path(f"/tmp/seaweedfs-{kind}-grpc-{self.ports[kind + '_grpc']}.sock")
+            with contextlib.suppress(OSError):
+                st = sock.lstat()
+                if stat.S_ISSOCK(st.st_mode) and st.st_mtime >= since - 1:
+                    found[sock] = st.st_ino
+        return found
 
     def _s3_answers(self) -> bool:
         requests.get(self.endpoint, timeout=2)
@@ -186,12 +202,10 @@ class SeaweedFS:
         if self.daemon:
             self.daemon.stop()
         shutil.rmtree(self.dir / "data", ignore_errors=True)
-        # weed puts gRPC unix sockets named after our ports in /tmp; a killed weed leaves them.
-        for kind, port in (("master-grpc", "master_grpc"), ("volume-grpc", "volume_grpc"),
-                           ("s3-grpc", "s3_grpc"), ("filer-grpc", "filer_grpc")):
-            sock = Path(f"/tmp/seaweedfs-{kind}-{self.ports[port]}.sock")
-            if sock.is_socket():
-                sock.unlink(missing_ok=True)
+        for sock, inode in self._sockets.items():
+            with contextlib.suppress(OSError):
+                if sock.lstat().st_ino == inode:
+                    sock.unlink()
 
 
 @pytest.fixture(scope="session")
