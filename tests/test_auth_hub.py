@@ -151,3 +151,69 @@ def test_hub_logs_hold_no_token_or_secret(hub, short_hub):
 def test_hub_serves_through_the_proxy(hub):
     r = requests.get(hub.url + "/hub/api/", timeout=5)
     assert r.ok and "version" in r.json()
+
+
+def test_alice_logs_in_with_chromium(hub, browser):
+    from tests.test_smoke_browser import png_size
+    from tests.testbed.paths import ARTIFACTS
+
+    page = browser.new_page()
+    try:
+        page.goto(hub.url + "/hub/oauth_login?next=/hub/home")
+        page.fill("input[name=login]", "alice")
+        page.fill("input[name=password]", "alice-pw")
+        with page.expect_navigation(url="**/hub/home"):
+            page.click("button[type=submit]")
+        text = page.inner_text("body")
+        assert "alice" in text  # the hub's menu bar names the logged-in user
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / "login-alice-hub-home.png"
+        page.screenshot(path=str(shot))
+        width, height = png_size(shot)
+        assert width >= 800 and height >= 600
+    finally:
+        page.close()
+    assert sorted(hub.user("alice")["groups"]) == ["cms", "physics"]
+
+
+def test_profiles_offered_follow_hub_groups(hub):
+    """The groups the hub learned at login decide the profiles, through the one policy function."""
+    from jhub_cloud.config import load
+    from jhub_cloud.policy import allowed_profiles
+
+    cfg = load(hub.config_file)
+    expected = {"alice": {"physics-cpu", "cms-cpu"}, "bob": {"physics-cpu"},
+                "carol": {"physics-cpu", "admin-cpu"}}
+    for user, names in expected.items():
+        hub.login(user)
+        groups = hub.user(user)["groups"]
+        assert {offer.name for offer in allowed_profiles(cfg, groups)} == names
+
+
+def test_dave_sees_why_he_is_refused_in_chromium(hub, browser):
+    from tests.testbed.paths import ARTIFACTS
+
+    context = browser.new_context()  # a fresh cookie jar: nobody logged in
+    page = context.new_page()
+    try:
+        page.goto(hub.url + "/hub/oauth_login")
+        page.fill("input[name=login]", "dave")
+        page.fill("input[name=password]", "dave-pw")
+        with page.expect_navigation(url="**/hub/oauth_callback**"):
+            page.click("button[type=submit]")
+        assert "not a member of any group allowed on this hub" in page.inner_text("body")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "login-dave-refused.png"))
+    finally:
+        context.close()
+
+
+def test_hub_refuses_to_start_on_a_bad_config(idp, run_dir):
+    from tests.testbed.procs import ServiceError
+
+    h = Hub(idp, run_dir / "hub-bad", auth={"allowed_groups": "physics", "groups_source": "telepathy"})
+    with pytest.raises(ServiceError) as e:
+        h.start(timeout=30)
+    h.stop()
+    message = str(e.value)
+    assert "auth.allowed_groups" in message and "auth.groups_source" in message
