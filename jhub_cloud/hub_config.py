@@ -54,7 +54,8 @@ def _apply_auth(c, auth: Mapping, resolve_secret) -> None:
     a = c.IAMAuthenticator
     a.issuer = auth["issuer"]
     a.client_id = auth["client_id"]
-    a.client_secret = resolve_secret(auth["client_secret"], "auth.client_secret")
+    if auth.get("client_secret") is not None:  # None: a public client, protected by PKCE
+        a.client_secret = resolve_secret(auth["client_secret"], "auth.client_secret")
     for key, trait in (("scopes", "scope"), ("username_claim", "username_claim"), ("groups_claim", "groups_claim"),
                        ("groups_source", "groups_source"), ("group_rename", "group_rename"),
                        ("pkce", "enable_pkce"), ("login_service", "login_service"),
@@ -70,6 +71,4 @@ def _apply_auth(c, auth: Mapping, resolve_secret) -> None:
     if auth.get("ca_file"):
         # Trust exactly this bundle for the IdP's TLS (TLS verification always stays on).
         a.http_request_kwargs = {"ca_certs": str(auth["ca_file"])}
-    if auth.get("callback_url"):
-        a.oauth_callback_url = auth["callback_url"]
 
