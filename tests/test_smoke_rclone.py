@@ -8,6 +8,7 @@ notebooks need it (``--vfs-cache-mode writes``, ``--use-server-modtime``) and is
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import time
 import uuid
@@ -50,6 +51,7 @@ def alice_mount(request, idp, run_dir):
     base = run_dir / f"rclone-{request.param}-{uuid.uuid4().hex[:6]}"
     conf, mnt, cache = base / "private" / "rclone.conf", base / "mnt", base / "private" / "cache"
     write_config(conf, srv, creds)
+    assert stat.S_IMODE(conf.stat().st_mode) == 0o600
     mnt.mkdir(parents=True)
     log = base / "rclone.log"
     argv = [rclone_bin(), "mount", "s3:alice", str(mnt), "--config", str(conf),
