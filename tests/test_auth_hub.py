@@ -100,6 +100,16 @@ def test_refresh_takes_admin_away_when_idp_group_goes(short_hub, short_idp):
         short_idp.set_groups("carol", ["admins", "physics"])
 
 
+def test_refresh_refused_by_idp_sends_user_to_login(short_hub, short_idp):
+    s, _ = short_hub.login("bob")
+    assert s.get(short_hub.url + "/hub/home", allow_redirects=False).status_code == 200
+    short_idp.revoke(short_hub.user("bob")["auth_state"]["refresh_token"])
+    time.sleep(13)  # within the refresh margin: the next request tries to refresh, and the IdP says no
+    r = s.get(short_hub.url + "/hub/home", allow_redirects=False)
+    assert r.status_code == 302 and "/hub/login" in r.headers["location"]
+    assert "refuse" in short_hub.log.read_text()
+
+
 def test_spawn_after_expiry_uses_fresh_token_and_server_reads_only_its_own(short_hub):
     s, _ = short_hub.login("alice")
     old = short_hub.user("alice")["auth_state"]["access_token"]
