@@ -42,8 +42,11 @@ class Keys:
 def _config(**kw):
     import botocore.config
 
+    # parameter_validation off: botocore refuses DurationSeconds < 900 before asking, but Ceph RGW
+    # (rgw sts min session duration) and SeaweedFS (tokenDuration) may allow shorter keys; the
+    # server decides and its refusal is explained.
     return botocore.config.Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5,
-                                  read_timeout=30, **kw)
+                                  read_timeout=30, parameter_validation=False, **kw)
 
 
 def _verify(ca_file: str | None):
@@ -78,6 +81,8 @@ def assume_role(sts: StsSpec, token: str, now: float | None = None) -> Keys:
                            "give the S3 server's CA with sts.ca_file") from None
     except botocore.exceptions.ClientError as e:
         raise sts_error(e, sts) from None
+    except botocore.exceptions.ParamValidationError as e:
+        raise StsWireError(f"STS request is invalid: {e}", Exit.SPEC) from None
     except botocore.exceptions.BotoCoreError as e:
         raise StsWireError(f"STS: request to {_origin(sts.endpoint)} failed: {type(e).__name__}",
                            Exit.STS_UNREACHABLE) from None
