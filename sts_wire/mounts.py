@@ -68,7 +68,7 @@ def check_fuse(device: str = "/dev/fuse") -> None:
                            "install the fuse3 package")
 
 
-def prepare_path(path: str, roots: list[str], ours_prefix: str = "sts-wire:", dry_run: bool = False) -> list[str]:
+def prepare_path(path: str, roots: list[str], dry_run: bool = False) -> list[str]:
     """Make sure ``path`` can be mounted on: below a root after resolving symlinks, a folder
     (created if missing), not already mounted (a stale mount of ours is cleared), empty.
     Returns notes about what was done (``dry_run``: what would be done; nothing is changed)."""
@@ -80,13 +80,13 @@ def prepare_path(path: str, roots: list[str], ours_prefix: str = "sts-wire:", dr
         existing = os.path.dirname(existing)
     real = os.path.join(os.path.realpath(existing), os.path.relpath(path, existing))
     real = os.path.normpath(real)
-    if not under_root(real, real_roots) and not under_root(path, roots):
+    if not under_root(real, real_roots):
         raise StsWireError(f"{path} resolves to {real}, which is not below an allowed root", Exit.MOUNT_PATH)
     if os.path.islink(path):
         raise StsWireError(f"{path} is a symbolic link; mount on a real folder", Exit.MOUNT_PATH)
     entry = is_mounted(path)
     if entry is not None:
-        if entry.source.startswith(ours_prefix) and not probe_alive(path, 2.0):
+        if entry.source.startswith(OURS) and not probe_alive(path, 2.0):
             if not dry_run:
                 lazy_unmount(path)
             notes.append(f"cleared a stale sts-wire mount on {path}")
@@ -134,9 +134,18 @@ def _run_quiet(argv: list[str], timeout: float = 10) -> tuple[int, str]:
     return p.returncode, (p.stderr or p.stdout).strip()
 
 
+OURS = "sts-wire:"   # rclone --devname prefix: how our mounts show in the mount table
+
+
+def ours(path: str) -> MountEntry | None:
+    """The mount on path if it is one of ours (never touch anybody else's)."""
+    e = is_mounted(path)
+    return e if e is not None and e.fstype.startswith("fuse") and e.source.startswith(OURS) else None
+
+
 def unmount(path: str) -> tuple[bool, str]:
-    """Unmount; when the folder is busy, unmount lazily (gone now, released when unused)."""
-    if is_mounted(path) is None:
+    """Unmount our mount; when the folder is busy, unmount lazily (gone now, released when unused)."""
+    if ours(path) is None:
         return True, "not mounted"
     rc, err = _run_quiet(["fusermount3", "-u", path])
     if rc == 0:
@@ -152,7 +161,7 @@ def unmount(path: str) -> tuple[bool, str]:
 
 
 def lazy_unmount(path: str) -> None:
-    if is_mounted(path) is not None:
+    if ours(path) is not None:
         rc, _ = _run_quiet(["fusermount3", "-uz", path])
         if rc != 0 and os.geteuid() == 0:
             _run_quiet(["umount", "-l", path])

@@ -99,10 +99,12 @@ def sts_error(e, sts: StsSpec) -> StsWireError:
     if status >= 500 or code in ("ServiceUnavailable", "InternalError"):
         return StsWireError(f"STS at {_origin(sts.endpoint)} failed: {code} {msg}".strip(), Exit.STS_UNREACHABLE)
     hint = None
+    if not code:
+        code = f"HTTP {status}" if status else "refused"    # Ceph RGW 16: 403 with an empty body
     low = (code + " " + msg).lower()
     if "expired" in low:
         hint = "the OIDC token had expired: is its source renewing it?"
-    elif "role" in low or code in ("AccessDenied", "NoSuchEntity"):
+    elif "role" in low or code in ("AccessDenied", "NoSuchEntity") or status == 403:
         hint = (f"is sts.role_arn ({sts.role_arn or 'not set'}) right, and does the role trust this "
                 "identity provider and user? (Ceph RGW and AWS need the role ARN)")
     elif "audience" in low or "aud" in low:

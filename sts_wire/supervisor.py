@@ -560,7 +560,7 @@ class Supervisor:
             except Exception:  # noqa: BLE001 - unmounting matters more
                 log.exception("flush failed")
         for m in self.mounts:
-            if fs.is_mounted(m.path) is not None:
+            if m.proc is not None and fs.ours(m.path) is not None:
                 ok, how = fs.unmount(m.path)
                 (log.info if ok else log.error)("%s: %s", m.path, how)
             if m.proc and m.proc.poll() is None:
