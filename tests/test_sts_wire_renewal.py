@@ -138,3 +138,35 @@ def test_short_keys_renew_under_continuous_io_without_a_failure(short_s3, idp, t
     logs = "".join(p.read_text(errors="replace") for p in wire.logs.glob("rclone-*.log*"))
     assert not [ln for ln in logs.splitlines() if " ERROR " in ln], logs[-3000:]
     assert "ExpiredToken" not in logs and "InvalidAccessKeyId" not in logs
+
+
+def test_token_and_keys_are_renewed_ahead_of_expiry(seaweedfs, idp, tmp_path):
+    """The scheduler renews a token after 2/3 of its life (before it expires), and the keys
+    file rclone reads is rewritten 0600 with an expiry before the keys' real one."""
+    import json
+
+    from sts_wire.runtime import Runtime
+    from sts_wire.spec import Spec, StsSpec
+    from sts_wire.supervisor import Credentials
+    from sts_wire.tokens import FileSource
+
+    login = idp.login("alice")
+    f = tmp_path / "token.json"
+    f.write_text(json.dumps({"access_token": login["access_token"], "expires_in": 30}))
+    rt = Runtime(tmp_path / "run")
+    spec = Spec(sts=StsSpec(endpoint=seaweedfs.endpoint, role_arn=seaweedfs.role_arn_for("alice")))
+    creds = Credentials(FileSource(str(f)), spec, rt)
+    keys = creds.start()
+    assert (rt.keys_file.stat().st_mode & 0o777) == 0o600
+    reported = json.loads(rt.keys_file.read_text())["Expiration"]
+    assert reported < time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(keys.expires_at))
+    t = creds.token.obtained_at
+    assert not creds._token_due(t + 15)          # 30 s token: not yet at 15 s
+    assert creds._token_due(t + 21)              # due after 2/3 of its life, 9 s before expiry
+    f.write_text(json.dumps({"access_token": idp.refresh(login["refresh_token"])["access_token"],
+                             "expires_in": 600}))
+    creds.tick(t + 21)
+    assert creds.token_renewals == 1 and creds.token.remaining() > 500
+    creds.tick(keys.expires_at - 1)              # keys due: renewed with the fresh token
+    assert creds.renewals == 1 and creds.keys.access_key_id != keys.access_key_id
+    rt.remove()
