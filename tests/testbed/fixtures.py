@@ -11,25 +11,43 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import psutil
 import pytest
 
 from .idp import IdP
 from .pki import PKI, make_pki
+from .procs import stop_pid
 
 RUN_ROOT = Path("/var/tmp/jhub-cloud-test")
 
 
+def mounts_under(root: Path) -> list[str]:
+    try:
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return []
+    targets = (line.split()[1].replace("\\040", " ") for line in lines)
+    return [t for t in targets if t.startswith(str(root) + "/")]
+
+
 def unmount_all_under(root: Path) -> None:
     """A leftover FUSE mount makes the next rm fail: lazily unmount anything under root first."""
-    try:
-        mounts = Path("/proc/self/mounts").read_text().splitlines()
-    except OSError:
-        return
-    for line in mounts:
-        target = line.split()[1].replace("\\040", " ")
-        if target.startswith(str(root) + "/"):
-            subprocess.run(["fusermount3", "-uz", target], capture_output=True)
-            subprocess.run(["umount", "-l", target], capture_output=True)
+    for target in mounts_under(root):
+        subprocess.run(["fusermount3", "-uz", target], capture_output=True)
+        subprocess.run(["umount", "-l", target], capture_output=True)
+
+
+def leftover_children() -> list[psutil.Process]:
+    """Live descendants of this test process (zombies are already gone, only unreaped)."""
+    out = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            p.info = {"name": p.name()}
+            if p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
 
 
 @pytest.fixture(scope="session")
@@ -40,8 +58,16 @@ def run_dir() -> Path:
     d = Path(tempfile.mkdtemp(prefix="run-", dir=RUN_ROOT))
     d.chmod(0o755)
     yield d
+    # Every service fixture (they all depend on this one) has stopped by now: whatever is left is a leak.
+    leaks = leftover_children()
+    mounts = mounts_under(d)
     unmount_all_under(d)
+    for p in leaks:
+        stop_pid(p.pid, timeout=5)
     shutil.rmtree(d, ignore_errors=True)
+    if leaks or mounts:
+        raise RuntimeError("the test session left behind "
+                           f"processes {[(p.pid, p.info['name']) for p in leaks]} and mounts {mounts}")
 
 
 @pytest.fixture(scope="session")
