@@ -192,29 +192,41 @@ class TokenSource:
 
 # --- the JupyterHub API ------------------------------------------------------------------------
 class HubSource(TokenSource):
-    """GET {JUPYTERHUB_API_URL}/user with the server's own API token: the user model carries
-    ``auth_state`` (scope admin:auth_state!user) with the access token the hub keeps fresh."""
+    """The user model from the hub API with the server's own API token: ``auth_state`` (scope
+    admin:auth_state!user) holds the access token the hub keeps fresh. JupyterHub leaves
+    auth_state out of ``GET /user``; it is in ``GET /users/<name>`` (the name from
+    ``$JUPYTERHUB_USER``, else from ``/user``)."""
 
     name = "hub"
 
-    def __init__(self, api_url: str, api_token: str, verify: str | bool, cert: tuple[str, str] | None = None):
+    def __init__(self, api_url: str, api_token: str, verify: str | bool, cert: tuple[str, str] | None = None,
+                 user: str | None = None):
         self.api_url = api_url.rstrip("/")
         self._api_token = api_token
         self.http = Http(verify, cert)
+        self.user = user
 
     def describe(self) -> str:
         return f"JupyterHub API at {_origin(self.api_url)}"
 
-    def fetch(self) -> Token:
-        now = time.time()
-        r = self.http.request("GET", self.api_url + "/user", "JupyterHub API", Exit.IDP_UNREACHABLE,
+    def _get(self, path: str) -> dict:
+        r = self.http.request("GET", self.api_url + path, "JupyterHub API", Exit.IDP_UNREACHABLE,
                               headers={"Authorization": f"token {self._api_token}"})
         if r.status_code in (401, 403):
-            raise StsWireError(f"the JupyterHub API refused the server's token (HTTP {r.status_code})",
-                               Exit.TOKEN, "is JUPYTERHUB_API_TOKEN the server's own token?")
+            raise StsWireError(f"the JupyterHub API refused the server's token (HTTP {r.status_code} for "
+                               f"{path.split('/')[1]})", Exit.TOKEN,
+                               "is JUPYTERHUB_API_TOKEN the server's own token, with admin:auth_state!user?")
         if r.status_code != 200:
-            raise StsWireError(f"the JupyterHub API answered HTTP {r.status_code} for /user", Exit.IDP_UNREACHABLE)
-        model = _json(r)
+            raise StsWireError(f"the JupyterHub API answered HTTP {r.status_code} for {path}", Exit.IDP_UNREACHABLE)
+        return _json(r)
+
+    def fetch(self) -> Token:
+        now = time.time()
+        if self.user is None:
+            self.user = self._get("/user").get("name")
+            if not self.user:
+                raise StsWireError("the JupyterHub API did not say whose server this is", Exit.TOKEN)
+        model = self._get("/users/" + urllib.parse.quote(self.user, safe=""))
         state = model.get("auth_state")
         if not isinstance(state, dict):
             raise StsWireError(
@@ -492,7 +504,7 @@ def make_source(spec: TokenSpec, env: dict | None = None, out=None) -> TokenSour
         cert = None
         if env.get("JUPYTERHUB_SSL_CERTFILE") and env.get("JUPYTERHUB_SSL_KEYFILE"):
             cert = (env["JUPYTERHUB_SSL_CERTFILE"], env["JUPYTERHUB_SSL_KEYFILE"])
-        return HubSource(url, tok, default_verify(ca), cert)
+        return HubSource(url, tok, default_verify(ca), cert, user=env.get("JUPYTERHUB_USER") or None)
     if spec.source == "file":
         return FileSource(spec.path)
     client = OAuthClient(spec, default_verify(spec.ca_file), read_secret(spec, env))

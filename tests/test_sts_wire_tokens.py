@@ -222,7 +222,8 @@ def test_device_flow_prints_url_and_code_then_renews_with_refresh(idp):
 
 # --- JupyterHub API ------------------------------------------------------------------------------
 class FakeHubUser:
-    """Answers GET /user like JupyterHub's API for a server token with admin:auth_state!user."""
+    """Answers like JupyterHub's API for a server token with admin:auth_state!user: /user without
+    auth_state, /users/<name> with it."""
 
     def __init__(self, model: dict, api_token: str = "server-token"):  # noqa: S107
         self.model, self.api_token, self.requests = model, api_token, []
@@ -235,8 +236,15 @@ class FakeHubUser:
             def do_GET(self):
                 outer.requests.append((self.path, self.headers.get("Authorization")))
                 ok = self.headers.get("Authorization") == f"token {outer.api_token}"
-                body = json.dumps(outer.model if ok else {"status": 403}).encode()
-                self.send_response(200 if ok and self.path == "/hub/api/user" else 403)
+                me = outer.model.get("name", "alice")
+                if ok and self.path == "/hub/api/user":
+                    model = {k: v for k, v in outer.model.items() if k != "auth_state"}
+                elif ok and self.path == f"/hub/api/users/{me}":
+                    model = outer.model
+                else:
+                    ok, model = False, {"status": 403}
+                body = json.dumps(model).encode()
+                self.send_response(200 if ok else 403)
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()
                 self.wfile.write(body)
@@ -261,7 +269,12 @@ def test_hub_source_reads_auth_state(idp):
         assert isinstance(src, HubSource)
         tok = src.fetch()
         assert tok.access_token == login["access_token"] and tok.expires_at == exp and tok.user == "alice"
-        assert hub.requests == [("/hub/api/user", "token server-token")]
+        assert hub.requests == [("/hub/api/user", "token server-token"),
+                                ("/hub/api/users/alice", "token server-token")]
+        # with $JUPYTERHUB_USER known, one request
+        src2 = make_source(TokenSpec(source="hub"), env={"JUPYTERHUB_API_URL": hub.url, "JUPYTERHUB_USER": "alice",
+                                                         "JUPYTERHUB_API_TOKEN": "server-token"})
+        assert src2.fetch().access_token == login["access_token"] and len(hub.requests) == 3
         # a fresher token at the hub is picked up at the next fetch
         new = idp.refresh(login["refresh_token"])
         hub.model["auth_state"]["access_token"] = new["access_token"]
