@@ -115,3 +115,18 @@ async def test_unknown_key_id_refetches_jwks_at_most_once_per_interval(idp, auth
     with pytest.raises(HTTPError):
         await authenticator._token_to_auth_model({**tok, "access_token": forge(idp, {}, headers={"kid": "new"})})
     assert len(calls) == 2  # after the interval an unknown key id re-fetches (key rotation)
+
+
+async def test_groups_from_the_id_token_with_rename(idp):
+    auth = IAMAuthenticator(issuer=idp.issuer, client_id="jupyterhub", client_secret="jupyterhub-secret",
+                            http_request_kwargs={"ca_certs": str(idp.pki.bundle)}, groups_source="id_token",
+                            group_rename={"cms": "cms-vo"}, admin_groups={"admins"})
+    model = await auth._token_to_auth_model(idp.login("alice"))
+    assert model["groups"] == ["cms-vo", "physics"]
+    assert model["admin"] is False
+
+
+def test_discovery_failure_says_what_to_check(pki):
+    auth = IAMAuthenticator(issuer="https://127.0.0.1:9", client_id="x", discovery_timeout=1)
+    with pytest.raises(RuntimeError, match="OpenID discovery at https://127.0.0.1:9/.well-known/openid-configuration"):
+        _ = auth.discovered
