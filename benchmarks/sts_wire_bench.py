@@ -55,6 +55,20 @@ TC = TransferConfig(multipart_chunksize=16 << 20, max_concurrency=4)
 N_SMALL = 5000
 
 
+class BenchSeaweedFS(SeaweedFS):
+    """The testbed's SeaweedFS with room for many GiB (deleted data is reclaimed by vacuum())."""
+
+    def argv(self) -> list[str]:
+        return [a.replace("-volume.max=200", "-volume.max=2000") for a in super().argv()]
+
+    def vacuum(self) -> None:
+        import requests
+
+        with contextlib.suppress(Exception):
+            requests.get(f"http://127.0.0.1:{self.ports['master']}/vol/vacuum",
+                         params={"garbageThreshold": "0.01"}, timeout=300)
+
+
 def emit(**kw) -> None:
     print(json.dumps(kw), flush=True)
 
@@ -146,7 +160,7 @@ class Bench:
             p.wait()
         unmount_all_under(self.root)
 
-    def start_rclone(self, flags: list[str], mnt: Path) -> subprocess.Popen:
+    def start_rclone(self, flags: list[str], mnt: Path, command: str = "mount") -> subprocess.Popen:
         """Stock rclone as INFN runs it (only its flags), keys through the same AWS profile."""
         _, creds = self.boto()
         keys = self.work / "infn-keys.json"
@@ -164,8 +178,8 @@ class Bench:
                "AWS_CONFIG_FILE": str(aws), "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
                "AWS_EC2_METADATA_DISABLED": "true"}
         mnt.mkdir(parents=True, exist_ok=True)
-        p = subprocess.Popen([RCLONE, "mount", "b:alice", str(mnt), "--cache-dir", str(self.work / "infn-cache"),
-                              "--log-file", str(self.work / "infn.log"), *flags], env=env,
+        p = subprocess.Popen([RCLONE, command, "b:alice", str(mnt), "--cache-dir", str(self.work / "infn-cache"),
+                              "--log-file", str(self.work / "infn.log"), "--log-level", "INFO", *flags], env=env,
                              stdin=subprocess.DEVNULL, start_new_session=True)
         self._wait_mount(mnt, p)
         return p
@@ -220,12 +234,18 @@ class Bench:
             out["mib_s"] = round(self.size / 2**20 / seconds, 1)
         emit(**out)
 
-    def wait_object(self, client, key: str) -> None:
-        while True:
+    def wait_object(self, client, key: str, timeout: float = 600) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
             with contextlib.suppress(Exception):
                 if client.head_object(Bucket="alice", Key=key)["ContentLength"] == self.size:
                     return
             time.sleep(0.05)
+        raise TimeoutError(f"{key} not complete in S3 after {timeout:.0f} s")
+
+    def vacuum(self) -> None:
+        if hasattr(self.s3, "vacuum"):
+            self.s3.vacuum()
 
     def dd(self, src: Path, dst: Path) -> None:
         subprocess.run(["dd", f"if={src}", f"of={dst}", "bs=4M", "status=none"], check=True)
@@ -246,6 +266,7 @@ class Bench:
         self.record(config, "read", time.monotonic() - t0)
         stop(handle, mnt)
         client.delete_object(Bucket="alice", Key=key)
+        self.vacuum()
 
     def boto_round(self, client) -> None:
         drop_caches()
@@ -259,6 +280,7 @@ class Bench:
         self.record("boto3", "read", time.monotonic() - t0)
         dl.unlink()
         client.delete_object(Bucket="alice", Key="boto3-up.bin")
+        self.vacuum()
 
     def listing(self, config: str, start, stop, client) -> None:
         def blist():
@@ -421,6 +443,15 @@ class Bench:
         emit(**out)
 
 
+def stop_on_signals() -> None:
+    """SIGTERM and SIGINT (even when a background start ignored it) end the run through the
+    finally clauses, which unmount and stop every service started."""
+    def bye(sig, frame):
+        raise SystemExit(128 + sig)
+    signal.signal(signal.SIGTERM, bye)
+    signal.signal(signal.SIGINT, bye)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mib", type=int, default=1024, help="size of the sequential file (default 1024)")
@@ -432,6 +463,7 @@ def main() -> int:
     ap.add_argument("--work", default="/var/tmp/sts-wire-bench", help="working folder (default %(default)s)")
     args = ap.parse_args()
     args.skip = set(filter(None, args.skip.split(",")))
+    stop_on_signals()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     run = Path(tempfile.mkdtemp(prefix="run-", dir=work))
@@ -443,8 +475,8 @@ def main() -> int:
         started.append(idp)
         for name in args.servers.split(","):
             if name == "seaweedfs":
-                s3 = SeaweedFS(idp, run / "sw").start()
-                short = SeaweedFS(idp, run / "sw-short", token_duration=f"{args.short_lifetime}s").start()
+                s3 = BenchSeaweedFS(idp, run / "sw").start()
+                short = BenchSeaweedFS(idp, run / "sw-short", token_duration=f"{args.short_lifetime}s").start()
                 started += [s3, short]
                 Bench(args, run / name, idp, s3, name, short).run()
             elif name == "ceph":
