@@ -249,10 +249,24 @@ class Terminated(Exception):  # noqa: N818 - a signal, not an error
 
 
 # --- the running commands ------------------------------------------------------------------------
+def _warm_boto3() -> None:
+    """Import boto3 and load the STS and S3 models while the spec and the token are read."""
+    with contextlib.suppress(Exception):
+        import boto3
+
+        # explicit dummy keys: no credential chain (and no instance-metadata lookup) is run
+        for service in ("sts", "s3"):
+            boto3.client(service, region_name="us-east-1", aws_access_key_id="warm",
+                         aws_secret_access_key="warm")  # noqa: S106
+
+
 class App:
     """Shared start-up of mount and run: spec, runtime, token, supervisor."""
 
     def __init__(self, args):
+        import threading
+
+        threading.Thread(target=_warm_boto3, daemon=True, name="sts-wire-warm").start()
         self.args = args
         self.doc = load_doc(args)
         src = f"mount spec {args.spec}" if getattr(args, "spec", None) else "command line"

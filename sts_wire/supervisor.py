@@ -314,22 +314,33 @@ class Supervisor:
             return dict(zip([m.mid for m in ms], ex.map(one, ms), strict=True))
 
     def _start_mounts(self, ms: list[Mount]) -> None:
+        """Prepare each folder and start its rclone at once; meanwhile list each bucket with
+        boto3 (in threads) so a refused or missing bucket gets a plain message: its rclone is
+        then stopped again."""
         now = time.time()
         if not ms:
             return
-        problems = self._check_buckets(ms)
-        for m in ms:
-            err = problems.get(m.mid)
-            if err is None:
+        with cf.ThreadPoolExecutor(1) as pool:
+            checks = pool.submit(self._check_buckets, ms)
+            for m in ms:
                 try:
                     for note in fs.prepare_path(m.path, self.allowed_roots):
                         log.info("%s", note)
                 except StsWireError as e:
-                    err = e
-            if err is not None:
+                    self._fail(m, e, now)
+                    continue
+                self._spawn(m)
+            try:
+                problems = checks.result()
+            except Exception as e:  # noqa: BLE001 - the mounts themselves will tell
+                log.debug("bucket check failed: %s", e)
+                problems = {}
+        for m in ms:
+            err = problems.get(m.mid)
+            if err is not None and m.state == "starting":
+                self._kill(m)
+                fs.lazy_unmount(m.path)
                 self._fail(m, err, now)
-                continue
-            self._spawn(m)
 
     def _spawn(self, m: Mount) -> None:
         m.cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
