@@ -164,7 +164,7 @@ def test_mount_argv_carries_no_secret_and_the_required_flags(tmp_path):
     m = spec.mounts[2]
     argv = rc.mount_argv("/usr/bin/rclone", m, log_file=tmp_path / "l", cache_dir=tmp_path / "c",
                          rc_socket=tmp_path / "s", ca_file="/ca.pem")
-    assert argv[:4] == ["/usr/bin/rclone", "mount", "stswire:cms/shared/data", "/s3/cms"]
+    assert argv[:4] == ["/usr/bin/rclone", "mount2", "stswire:cms/shared/data", "/s3/cms"]
     assert "--use-server-modtime" in argv and "--read-only" in argv
     assert argv[argv.index("--vfs-cache-mode") + 1] == "full"
     assert argv[argv.index("--cache-dir") + 1] == str(tmp_path / "c")
