@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from .paths import CACHE
-from .procs import Daemon, ServiceError, pid_alive, stop_pid
+from .procs import Daemon, ServiceError, pid_alive, stop_pid, unmount_all_under
 
 # Debian's CLI matches Debian's dockerd; another `docker` earlier in PATH may be much newer.
 DOCKER_CLI = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
@@ -165,6 +165,7 @@ class Dockerd:
         # remain. Every one of them names our exec root on its command line.
         for pid in pids_with_arg(str(self.dir / "exec")):
             stop_pid(pid, timeout=5)
+        unmount_all_under(self.dir / "exec")  # dockerd leaves its network namespace mounted there
         if self._lock:
             self._lock.close()  # releases the flock
             self._lock = None

@@ -7,7 +7,6 @@ and is listed in tests/conftest.py. A fixture starts its service only when a tes
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -16,25 +15,9 @@ import pytest
 
 from .idp import IdP
 from .pki import PKI, make_pki
-from .procs import stop_pid
+from .procs import mounts_under, stop_pid, unmount_all_under
 
 RUN_ROOT = Path("/var/tmp/jhub-cloud-test")
-
-
-def mounts_under(root: Path) -> list[str]:
-    try:
-        lines = Path("/proc/self/mounts").read_text().splitlines()
-    except OSError:
-        return []
-    targets = (line.split()[1].replace("\\040", " ") for line in lines)
-    return [t for t in targets if t.startswith(str(root) + "/")]
-
-
-def unmount_all_under(root: Path) -> None:
-    """A leftover FUSE mount makes the next rm fail: lazily unmount anything under root first."""
-    for target in mounts_under(root):
-        subprocess.run(["fusermount3", "-uz", target], capture_output=True)
-        subprocess.run(["umount", "-l", target], capture_output=True)
 
 
 def leftover_children() -> list[psutil.Process]:

@@ -114,3 +114,19 @@ def read_pid(path: Path) -> int | None:
         return int(Path(path).read_text().strip())
     except (OSError, ValueError):
         return None
+
+
+def mounts_under(root: Path) -> list[str]:
+    try:
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return []
+    targets = (line.split()[1].replace("\\040", " ") for line in lines)
+    return [t for t in targets if t.startswith(str(root) + "/")]
+
+
+def unmount_all_under(root: Path) -> None:
+    """A leftover FUSE mount makes the next rm fail: lazily unmount anything under root first."""
+    for target in mounts_under(root):
+        subprocess.run(["fusermount3", "-uz", target], capture_output=True)
+        subprocess.run(["umount", "-l", target], capture_output=True)
