@@ -45,7 +45,7 @@ def main() -> int:
     ap.add_argument("--only", default="", help="comma-separated variant names (default: all)")
     ap.add_argument("--work", default="/var/tmp/sts-wire-bench", help="working folder")
     args = ap.parse_args()
-    args.repeat, args.skip, args.renewals = 1, set(), 0
+    args.repeat, args.skip, args.renewals, args.parts = 1, set(), 0, {"io"}
     b.stop_on_signals()
     names = [n for n in VARIANTS if not args.only or n in args.only.split(",")]
     work = Path(args.work)
