@@ -54,6 +54,7 @@ _SIZE = re.compile(r"^(off|-1|\d+(\.\d+)?([KMGTP]i?)?B?)$", re.IGNORECASE)
 _DURATION = re.compile(r"^(off|\d+(\.\d+)?(ns|us|ms|s|m|h|d|w|M|y)?)+$")
 _INT = re.compile(r"^\d{1,6}$")
 _OCTAL = re.compile(r"^0?[0-7]{3,4}$")
+_TRISTATE = re.compile(r"^(true|false)$", re.IGNORECASE)
 
 ALLOWED_FLAGS: dict[str, str] = {
     # VFS behaviour and caching
@@ -73,10 +74,10 @@ ALLOWED_FLAGS: dict[str, str] = {
     "--s3-upload-concurrency": "int", "--s3-chunk-size": "size", "--s3-upload-cutoff": "size",
     "--s3-copy-cutoff": "size", "--s3-disable-checksum": "bool", "--s3-no-head": "bool",
     "--s3-no-head-object": "bool", "--s3-list-chunk": "int", "--s3-list-version": "int",
-    "--s3-use-multipart-etag": "bool", "--s3-memory-pool-flush-time": "duration",
-    "--s3-disable-http2": "bool", "--s3-use-unsigned-payload": "bool",
+    "--s3-use-multipart-etag": "tristate", "--s3-disable-http2": "bool",
+    "--s3-use-unsigned-payload": "tristate",
 }
-_CHECK = {"size": _SIZE, "duration": _DURATION, "int": _INT, "octal": _OCTAL}
+_CHECK = {"size": _SIZE, "duration": _DURATION, "int": _INT, "octal": _OCTAL, "tristate": _TRISTATE}
 
 # Flags that sts-wire sets itself or that would break its guarantees (keys in argv, other users
 # reading the mount, a second config file, logs elsewhere, detaching from supervision...).
@@ -301,7 +302,8 @@ def check_flags(flags: Sequence[str], where: str) -> list[str]:
             value = flags[i + 1]
             i += 1
         if not _CHECK[kind].match(value):
-            problems.append(f"{where}[{i}]: {name} needs a {kind}, not {value!r}")
+            want = "true or false" if kind == "tristate" else f"a {kind}"
+            problems.append(f"{where}[{i}]: {name} needs {want}, not {value!r}")
         i += 1
     return problems
 

@@ -152,6 +152,23 @@ def test_flag_allow_list():
     assert "--transfers needs a value" in text
 
 
+def test_every_allowed_flag_is_a_flag_of_this_rclone():
+    """The allow-list names flags that rclone mount2 knows, with values of the kind it takes."""
+    import subprocess
+
+    from sts_wire.spec import ALLOWED_FLAGS
+    from tests.testbed.paths import rclone_bin
+
+    text = "".join(subprocess.run([rclone_bin(), *cmd], capture_output=True, text=True).stdout
+                   for cmd in (["help", "flags"], ["mount2", "--help"]))
+    for flag, kind in ALLOWED_FLAGS.items():
+        assert f"{flag} " in text, flag
+        if kind == "tristate":
+            assert f"{flag} Tristate" in text
+    assert check_flags(["--s3-use-unsigned-payload"], "f")  # a Tristate needs its value
+    assert check_flags(["--s3-use-unsigned-payload", "true"], "f") == []
+
+
 def test_infn_flags_are_allowed():
     assert check_flags(["--vfs-cache-mode", "full"], "f")  # cache mode goes through cache_mode:
     assert check_flags(["--vfs-read-ahead", "8M", "--buffer-size", "2M", "--vfs-write-back", "10s",
