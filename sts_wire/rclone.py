@@ -33,6 +33,9 @@ BASE_FLAGS: tuple[str, ...] = (
                                    # server still checks the Content-MD5 sent with each part
     "--s3-upload-concurrency", "4",
     "--s3-chunk-size", "16M",
+    "--s3-disable-checksum",       # no whole-file MD5 before an upload (a second full read of the
+                                   # cached file): writes 0.63x -> 0.74x boto3; each part still
+                                   # carries its Content-MD5
 )
 
 

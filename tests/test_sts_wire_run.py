@@ -217,3 +217,26 @@ def test_default_runtime_folder_is_private_tmpfs():
     env = {k: v for k, v in os.environ.items() if k not in ("STS_WIRE_RUNTIME_DIR", "XDG_RUNTIME_DIR")}
     base = default_base(env)
     assert str(base) == f"/dev/shm/sts-wire-{os.getuid()}" and _tmpfs("/dev/shm")
+
+
+def test_mount_with_device_sign_in_at_the_terminal(seaweedfs, idp, tmp_path):
+    """A person on a laptop: the device-code flow prints a URL and a code, the person approves,
+    the bucket is mounted; Ctrl-C unmounts."""
+    wire = Wire(tmp_path)
+    target = wire.root / "scratch"
+    try:
+        wire.start("mount", ["scratch", str(target), "--sts-endpoint", seaweedfs.endpoint,
+                             "--role-arn", seaweedfs.role_arn_for("dave"), "--provider", "SeaweedFS",
+                             "--token-source", "device", "--issuer", idp.issuer, "--client-id", "sts-wire-public",
+                             "--scope", "openid profile groups offline_access", "--ca-file", str(idp.pki.ca_cert)])
+        text = wait_until(lambda: "enter the code:" in wire.stderr() and wire.stderr(), 30, "the device code")
+        assert f"open {idp.issuer}/device" in text
+        idp.approve_device(text.split("enter the code:")[1].split()[0], "dave")
+        wire.wait_mounted([target])
+        (target / "dave.txt").write_text("from dave's laptop\n")
+        assert (target / "dave.txt").read_text() == "from dave's laptop\n"
+        wire.proc.send_signal(signal.SIGINT)
+        assert wire.proc.wait(timeout=60) == 0
+        assert "Signed in." in wire.stderr() and fuse_mounts_under(wire.root) == []
+    finally:
+        wire.cleanup()
