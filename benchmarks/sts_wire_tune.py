@@ -31,6 +31,11 @@ VARIANTS = {
     # no SHA-256 of each part for the signature (rclone's default over https anyway)
     "unsigned": [*_CUR, "--s3-use-unsigned-payload", "true"],
     "nomd5-unsigned": [*_CUR, "--s3-disable-checksum", "--s3-use-unsigned-payload", "true"],
+    # reads: parallel ranged GETs (helps where each request has a high latency, e.g. Ceph RGW)
+    "nomd5-streams4": [*_CUR, "--s3-disable-checksum", "--vfs-read-chunk-streams", "4",
+                       "--vfs-read-chunk-size", "16M"],
+    "nomd5-streams2-64m": [*_CUR, "--s3-disable-checksum", "--vfs-read-chunk-streams", "2",
+                           "--vfs-read-chunk-size", "64M"],
 }
 
 
