@@ -83,6 +83,7 @@ class Credentials:
         self.token_renewals = 0
         self.failures = 0
         self.next_try: float = 0.0
+        self.token_next_try: float = 0.0
         self.last_error: StsWireError | None = None
 
     # token
@@ -92,17 +93,25 @@ class Credentials:
             return True
         if self.source.changed():
             return True
-        if t.expires_at is None:
+        if t.expires_at is None or now < self.token_next_try:
             return False
         return now >= Lifetime(t.obtained_at, t.expires_at).renew_at(max_lead=300)
 
     def _fresh_token(self, now: float) -> Token:
         if self._token_due(now):
-            first = self.token is None
+            old = self.token
             tok = self.source.fetch()
             SECRETS.add(tok.access_token, tok.refresh_token)
-            self.token = tok
-            if not first:
+            if old is not None and tok.access_token == old.access_token:
+                # The source has nothing newer yet (the hub refreshes on its own schedule, a
+                # token file is rewritten by someone else): ask again later, not at every tick.
+                left = (old.expires_at - now) if old.expires_at else 60.0
+                self.token_next_try = now + max(5.0, min(30.0, left / 4))
+                log.debug("no newer token yet from %s; asking again in %.0f s", self.source.describe(),
+                          self.token_next_try - now)
+                return old
+            self.token, self.token_next_try = tok, 0.0
+            if old is not None:
                 self.token_renewals += 1
             log.info("token from %s%s", self.source.describe(),
                      f", valid until {iso(tok.expires_at)}" if tok.expires_at else "")

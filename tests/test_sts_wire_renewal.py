@@ -170,3 +170,35 @@ def test_token_and_keys_are_renewed_ahead_of_expiry(seaweedfs, idp, tmp_path):
     creds.tick(keys.expires_at - 1)              # keys due: renewed with the fresh token
     assert creds.renewals == 1 and creds.keys.access_key_id != keys.access_key_id
     rt.remove()
+
+
+def test_a_source_with_nothing_newer_is_not_asked_at_every_tick(seaweedfs, idp, tmp_path):
+    """A hub (or a token file) that has no fresher token yet is asked again after a pause."""
+    import json
+
+    from sts_wire.runtime import Runtime
+    from sts_wire.spec import Spec, StsSpec
+    from sts_wire.supervisor import Credentials
+    from sts_wire.tokens import FileSource
+
+    class Counting(FileSource):
+        calls = 0
+
+        def fetch(self):
+            Counting.calls += 1
+            return super().fetch()
+
+    login = idp.login("alice")
+    f = tmp_path / "token.json"
+    f.write_text(json.dumps({"access_token": login["access_token"], "expires_in": 60}))
+    rt = Runtime(tmp_path / "run")
+    creds = Credentials(Counting(str(f)), Spec(sts=StsSpec(endpoint=seaweedfs.endpoint,
+                                                          role_arn=seaweedfs.role_arn_for("alice"))), rt)
+    creds.start()
+    t = creds.token.obtained_at
+    for i in range(50):                           # 10 s of ticks, all past the renewal point
+        creds.tick(t + 41 + i * 0.2)
+    assert Counting.calls == 1 + 2 and creds.token_renewals == 0   # at 41 s and 46 s, not 50 times
+    creds.tick(t + 57)                            # after the next pause: asked again
+    assert Counting.calls == 4
+    rt.remove()
