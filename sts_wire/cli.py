@@ -242,7 +242,10 @@ def pick_user(spec: specmod.Spec, first_token_user: str | None) -> str:
     return spec.user or os.environ.get("JUPYTERHUB_USER") or first_token_user or getpass.getuser()
 
 
-class Terminated(Exception):  # noqa: N818 - a signal, not an error
+class Terminated(BaseException):  # noqa: N818 - a signal, not an error
+    """Raised by the signal handler before CMD runs. A BaseException (like KeyboardInterrupt), so
+    that no ``except Exception`` on the way (a bucket check, a renewal) can swallow it."""
+
     def __init__(self, sig: int):
         super().__init__(sig)
         self.sig = sig
