@@ -265,3 +265,32 @@ def test_dead_or_hung_rclone_is_remounted_within_10s(seaweedfs, idp, tmp_path, h
         assert fuse_mounts_under(wire.root) == []
     finally:
         wire.cleanup()
+
+
+@pytest.mark.parametrize("when", [0.3, 0.8, "mounted"])
+def test_sigterm_at_any_moment_of_the_start_leaves_nothing(seaweedfs, idp, tmp_path, when):
+    """SIGTERM while the token is fetched, while rclone starts, or the moment the folders appear:
+    sts-wire ends promptly and nothing stays mounted or running."""
+    from tests.sts_wire_helpers import children_of
+    from tests.testbed.procs import pid_alive
+
+    wire = Wire(tmp_path)
+    spec, _ = spec_for(wire, seaweedfs, idp, mounts=[
+        {"remote": "{user}", "path": f"{wire.root}/{{user}}"}, {"remote": "scratch", "path": f"{wire.root}/scratch"},
+        {"remote": "cms", "path": f"{wire.root}/cms"}])
+    try:
+        wire.start("run", ["--spec", str(spec), "--", "sleep", "600"])
+        if when == "mounted":
+            wire.wait_mounted([wire.root / n for n in ("alice", "scratch", "cms")])
+        else:
+            time.sleep(when)
+        kids = children_of(wire.proc.pid)
+        wire.proc.send_signal(signal.SIGTERM)
+        code = wire.proc.wait(timeout=30)
+        # -15: still importing, before any handler (and before anything was started)
+        assert code in (143, -signal.SIGTERM), wire.stderr()
+        time.sleep(0.5)
+        assert fuse_mounts_under(wire.root) == []
+        assert [k for k in kids if pid_alive(k)] == []
+    finally:
+        wire.cleanup()
