@@ -46,8 +46,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _spec_options(p: argparse.ArgumentParser, spec_required: bool = False) -> None:
     g = p.add_argument_group("mount spec (the options below override what the spec file says)")
-    g.add_argument("--spec", metavar="FILE", required=spec_required,
-                   help="mount spec, YAML or JSON: token, sts and mounts sections (see docs/sts-wire.md)")
+    g.add_argument("--spec", metavar="FILE|env:NAME", required=spec_required,
+                   help="mount spec, YAML or JSON: token, sts and mounts sections (see docs/sts-wire.md); "
+                        "env:NAME reads it from environment variable NAME")
     g.add_argument("--user", help="user name for {user} in the spec (default: the spec's user, "
                                   "$JUPYTERHUB_USER, the token's preferred_username, the login name)")
     g.add_argument("--allowed-root", action="append", metavar="DIR",
@@ -203,11 +204,7 @@ def load_doc(args) -> dict:
     """The spec file (if any) with the command-line options laid over it."""
     doc: dict = {}
     if getattr(args, "spec", None):
-        try:
-            text = Path(args.spec).read_text()
-        except OSError as e:
-            raise SpecError([f"cannot read {args.spec}: {e.strerror}"], f"mount spec {args.spec}") from None
-        doc = specmod.load_text(text, f"mount spec {args.spec}")
+        doc = specmod.load_text(read_spec_text(args.spec), f"mount spec {args.spec}")
     token = dict(doc.get("token") or {})
     sts = dict(doc.get("sts") or {})
     for opt, key in (("token_source", "source"), ("token_file", "path"), ("issuer", "issuer"),
@@ -236,6 +233,25 @@ def load_doc(args) -> dict:
             m["cache_mode"] = args.cache_mode
         doc["mounts"] = [m]
     return doc
+
+
+def read_spec_text(where: str, env: dict | None = None) -> str:
+    """The spec's text from a file, or from an environment variable with ``env:NAME`` (how a
+    spawner hands it to a notebook server: the spec holds no secret)."""
+    env = os.environ if env is None else env
+    if where.startswith("env:"):
+        name = where[4:]
+        if not name:
+            raise SpecError(["--spec env:NAME needs the name of an environment variable"], f"mount spec {where}")
+        if name not in env:
+            raise SpecError([f"environment variable {name} is not set"], f"mount spec {where}")
+        if not env[name].strip():
+            raise SpecError([f"environment variable {name} is empty"], f"mount spec {where}")
+        return env[name]
+    try:
+        return Path(where).read_text()
+    except OSError as e:
+        raise SpecError([f"cannot read {where}: {e.strerror}"], f"mount spec {where}") from None
 
 
 def pick_user(spec: specmod.Spec, first_token_user: str | None) -> str:
@@ -283,7 +299,7 @@ class App:
 
     def prepare(self) -> Supervisor:
         """Token source, first token (its user name may fill {user}), resolved spec, supervisor."""
-        source = make_source(self.spec.token)
+        source = make_source(self.spec.token, allow_plain_http=self.spec.allow_plain_http)
         first = None
         first_error = None
         if not (self.spec.user or os.environ.get("JUPYTERHUB_USER")):
@@ -457,7 +473,7 @@ def cmd_check(args) -> int:
         doc = load_doc(args)
         spec = specmod.parse(doc, f"mount spec {args.spec}")
         roots = allowed_roots(args)
-        source = make_source(spec.token)
+        source = make_source(spec.token, allow_plain_http=spec.allow_plain_http)
     except StsWireError as e:
         report("spec", False, str(e.message).replace("\n", " "), e)
         return done()

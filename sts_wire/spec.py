@@ -39,6 +39,7 @@ else:
     import jsonschema
 
 from .errors import SpecError
+from .urls import insecure_problem
 
 TOKEN_SOURCES = ("hub", "file", "refresh", "device")
 CLIENT_AUTH = ("basic", "post", "none")
@@ -108,6 +109,7 @@ SCHEMA: dict[str, Any] = {
     "properties": {
         "version": {"const": 1},
         "user": {"type": "string", "minLength": 1},
+        "allow_plain_http": {"type": "array", "items": {"type": "string", "pattern": "^[A-Za-z0-9.:-]+$"}},
         "token": {
             "type": "object",
             "additionalProperties": False,
@@ -228,6 +230,7 @@ class Spec:
     user: str | None = None
     implementation: str = "mount2"       # go-fuse: reads 1.2x boto3 where `mount` gives 0.9x
     flags: tuple[str, ...] = ()          # extra rclone flags for every mount
+    allow_plain_http: tuple[str, ...] = ()  # hosts of a trusted private link where http is accepted
 
 
 # --- parsing ----------------------------------------------------------------------------------
@@ -323,7 +326,8 @@ def parse(doc: Mapping, source: str = "mount spec") -> Spec:
         m.setdefault("cache_mode", DEFAULT_CACHE_MODE)
         mounts.append(MountSpec(**m))
     spec = Spec(token=TokenSpec(**t), sts=StsSpec(**s), mounts=tuple(mounts), user=doc.get("user"),
-                implementation=r.get("implementation", "mount2"), flags=tuple(r.get("flags") or ()))
+                implementation=r.get("implementation", "mount2"), flags=tuple(r.get("flags") or ()),
+                allow_plain_http=tuple(doc.get("allow_plain_http") or ()))
     problems = rule_problems(spec)
     if problems:
         raise SpecError(problems, source)
@@ -354,10 +358,11 @@ def rule_problems(spec: Spec) -> list[str]:
             p.append(f"token.client_id: the {t.source} token source needs the OAuth client id")
     if t.client_auth in ("basic", "post") and not (t.client_secret_file or t.client_secret_env):
         p.append(f"token.client_auth: {t.client_auth} needs client_secret_file or client_secret_env")
-    for key in ("issuer", "hub_api_url"):
-        v = getattr(t, key)
-        if v and v.startswith("http://") and not _is_loopback_url(v):
-            p.append(f"token.{key}: {v} is plain http to a remote host; tokens must go over https")
+    for where, v in (("token.issuer", t.issuer), ("token.hub_api_url", t.hub_api_url),
+                     ("sts.endpoint", spec.sts.endpoint), ("sts.s3_endpoint", spec.sts.s3_endpoint)):
+        problem = insecure_problem(v, where, spec.allow_plain_http) if v else None
+        if problem:
+            p.append(problem)
     if spec.user is not None and not USER_RE.match(spec.user):
         p.append(f"user: {spec.user!r} is not a valid user name")
     p += _placeholder_problems(spec.sts.role_arn, "sts.role_arn")
@@ -374,11 +379,6 @@ def rule_problems(spec: Spec) -> list[str]:
                      "full, or set read_only: true")
         p += check_flags(m.flags, f"{w}.flags")
     return p
-
-
-def _is_loopback_url(url: str) -> bool:
-    host = re.sub(r"^https?://", "", url).split("/", 1)[0].rsplit(":", 1)[0].strip("[]")
-    return host in ("localhost", "127.0.0.1", "::1")
 
 
 def remote_problems(remote: str, where: str) -> list[str]:

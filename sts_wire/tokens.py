@@ -26,6 +26,7 @@ import requests
 from .errors import Exit, StsWireError
 from .runtime import write_private
 from .spec import TokenSpec
+from .urls import require_secure
 
 log = logging.getLogger("sts_wire.tokens")
 
@@ -491,7 +492,8 @@ class DeviceSource(TokenSource):
                            "run the command again and approve within the time shown")
 
 
-def make_source(spec: TokenSpec, env: dict | None = None, out=None) -> TokenSource:
+def make_source(spec: TokenSpec, env: dict | None = None, out=None, allow_plain_http: tuple[str, ...] = ()
+                ) -> TokenSource:
     """The token source the spec asks for, with its secrets read from files or the environment."""
     env = os.environ if env is None else env
     if spec.source == "hub":
@@ -500,6 +502,8 @@ def make_source(spec: TokenSpec, env: dict | None = None, out=None) -> TokenSour
         if not url or not tok:
             raise StsWireError("token source hub needs JUPYTERHUB_API_URL and JUPYTERHUB_API_TOKEN", Exit.SPEC,
                                "run inside a JupyterHub single-user server, or choose another token.source")
+        where = "token.hub_api_url" if spec.hub_api_url else "JUPYTERHUB_API_URL"
+        require_secure(url, where, allow_plain_http)
         ca = spec.ca_file or env.get("JUPYTERHUB_SSL_CLIENT_CA")
         cert = None
         if env.get("JUPYTERHUB_SSL_CERTFILE") and env.get("JUPYTERHUB_SSL_KEYFILE"):

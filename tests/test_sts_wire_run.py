@@ -146,8 +146,10 @@ def test_run_exits_with_cmds_status_and_strict_refuses(seaweedfs, idp, tmp_path)
     wire = Wire(tmp_path)
     spec, _ = alice_spec(wire, seaweedfs, idp)
     try:
-        r = wire.run("run", ["--spec", str(spec), "--", "sh", "-c",
-                             f"test -d {wire.root}/alice && ls {wire.root}/cms >/dev/null && exit 7"])
+        # the spec from an environment variable, as the spawner starts every server
+        r = wire.run("run", ["--spec", "env:STS_WIRE_SPEC", "--", "sh", "-c",
+                             f"test -d {wire.root}/alice && ls {wire.root}/cms >/dev/null && exit 7"],
+                     env={"STS_WIRE_SPEC": spec.read_text()})
         assert r.returncode == 7, r.stderr
         assert "3 of 3 mounts ready" in r.stderr
         assert fuse_mounts_under(wire.root) == []

@@ -9,7 +9,7 @@ import pytest
 
 from sts_wire import rclone as rc
 from sts_wire import schedule
-from sts_wire.errors import Exit, SpecError
+from sts_wire.errors import Exit, SpecError, StsWireError
 from sts_wire.spec import check_flags, mount_id, parse_text, resolve, under_root
 from sts_wire.sts import Keys
 
@@ -100,13 +100,52 @@ token: {source: device, issuer: "http://iam.example.org", client_id: x}
 sts: {endpoint: https://s3.example.org}
 mounts: [{remote: abc, path: /s3/a}]
 """)
-    assert any("plain http to a remote host" in x for x in p)
-    # loopback http is fine (a hub on the same machine)
-    parse_text("""
-token: {source: hub, hub_api_url: "http://127.0.0.1:8081/hub/api"}
-sts: {endpoint: http://127.0.0.1:8333}
+    assert any("token.issuer: http://iam.example.org is plain http to iam.example.org" in x for x in p)
+    # every URL that carries a token or keys: hub API, STS, S3
+    p = problems("""
+token: {source: hub, hub_api_url: "http://hub.example.org:8081/hub/api"}
+sts: {endpoint: "http://s3.example.org", s3_endpoint: "http://10.1.2.3:9000"}
 mounts: [{remote: abc, path: /s3/a}]
 """)
+    assert [x.split(":")[0] for x in p] == ["token.hub_api_url", "sts.endpoint", "sts.s3_endpoint"], p
+    # loopback http is fine (a hub on the same machine), and so is a host the site lists itself
+    parse_text("""
+token: {source: hub, hub_api_url: "http://127.0.0.1:8081/hub/api"}
+sts: {endpoint: "http://[::1]:8333", s3_endpoint: "http://localhost:8333"}
+mounts: [{remote: abc, path: /s3/a}]
+""")
+    spec = parse_text("""
+allow_plain_http: [172.17.0.1]
+token: {source: hub, hub_api_url: "http://172.17.0.1:8081/hub/api"}
+sts: {endpoint: "https://s3.example.org"}
+mounts: [{remote: abc, path: /s3/a}]
+""")
+    assert spec.allow_plain_http == ("172.17.0.1",)
+
+
+def test_hub_url_from_the_environment_must_be_https_unless_loopback():
+    from sts_wire.spec import TokenSpec
+    from sts_wire.tokens import HubSource, make_source
+
+    env = {"JUPYTERHUB_API_URL": "http://hub.example.org/hub/api", "JUPYTERHUB_API_TOKEN": "t" * 20}
+    with pytest.raises(StsWireError) as e:
+        make_source(TokenSpec(source="hub"), env=env)
+    assert e.value.code == Exit.SPEC and "JUPYTERHUB_API_URL: http://hub.example.org/hub/api is plain http" \
+        in e.value.message and "https" in e.value.hint
+    assert isinstance(make_source(TokenSpec(source="hub"), env=env, allow_plain_http=("hub.example.org",)),
+                      HubSource)
+    env["JUPYTERHUB_API_URL"] = "https://hub.example.org/hub/api"
+    assert isinstance(make_source(TokenSpec(source="hub"), env=env), HubSource)
+
+
+def test_spec_from_an_environment_variable():
+    from sts_wire.cli import read_spec_text
+
+    assert read_spec_text("env:SPEC", {"SPEC": GOOD}) == GOOD
+    for env, why in (({}, "environment variable SPEC is not set"), ({"SPEC": " "}, "SPEC is empty")):
+        with pytest.raises(SpecError) as e:
+            read_spec_text("env:SPEC", env)
+        assert why in e.value.problems[0] and e.value.code == Exit.SPEC
 
 
 def test_roots_overlaps_and_user_names_are_checked_at_resolution():
