@@ -111,7 +111,7 @@ def explanation_text(result: dict) -> str:
     if not result["limits"]:
         lines.append("Limits: none of these groups has limits under `groups`, so no profiles.")
     else:
-        lines.append("Limits (each the largest over the user's groups):")
+        lines.append("Totals, all running servers together (each the largest over the user's groups):")
         for name, limit in result["limits"].items():
             lines.append(f"  {name:<12} {limit['value']!s:<6} from {limit['from']}")
     lines.append("")
@@ -123,6 +123,9 @@ def explanation_text(result: dict) -> str:
             f"  {profile['name']}: {profile['display_name']} "
             f"(backend {profile['backend']}, from {profile['from']}{also})"
         )
+        limits = [f"{k} {v['value']} ({v['from']})" for k, v in profile["limits"].items()]
+        if limits:
+            lines.append(f"      limits      {', '.join(limits)}")
         for name, choice in profile["choices"].items():
             shown = [f"{o}*" if o == choice["default"] else str(o) for o in choice["options"]]
             lines.append(f"      {name:<11} {', '.join(shown)}")

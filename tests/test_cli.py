@@ -124,6 +124,20 @@ def test_explain_for_people_names_the_group_of_each_line(capsys):
     assert "      memory      4G, 16G*" in out  # batch: 64G is above alice's 32G
     assert "Admin: no" in out
     assert "admin-shell" not in out
+    assert "Totals, all running servers together" in out
+
+
+def test_explain_for_people_shows_each_profiles_limits_from_the_groups_granting_it(capsys):
+    _, carol, _ = run(capsys, "explain", str(FULL), "--groups", USERS["carol"])
+    assert "  max_cpu      16     from admins" in carol  # her totals
+    # Only physics grants her the cpu profile, so its per-server limits are physics's.
+    cpu = carol.split("  cpu: CPU notebook")[1].split("\n  docker-lab:")[0]
+    assert "      limits      max_cpu 4 (physics), max_memory 8G (physics), max_gpus 0 (physics)" \
+        in cpu
+    gpu = carol.split("  gpu: GPU notebook")[1]
+    assert "      limits      max_cpu 16 (admins), max_memory 64G (admins), max_gpus 2 (admins)" \
+        in gpu
+    assert "groups that grant that profile" in carol
 
 
 def test_explain_admin_and_a_user_who_gets_nothing(capsys):

@@ -381,5 +381,6 @@ def test_reference_documents_every_key_and_the_group_rule():
         key = path.rsplit(".", 1)[-1].removesuffix("[]")
         if key not in ("<name>", "options", "default"):
             assert f"| `{key}` |" in text, path
-    assert "the largest value over their groups" in text
+    assert "the largest value over the user's groups that grant that" in text
+    assert "the largest value over all their" in text
     assert "## `profiles[].choices`" in text and "### Secret reference" in text

@@ -132,6 +132,111 @@ def test_offer_credits_each_granting_group(cfg):
     assert offers["gpu"].granted_by == ("cms",)
 
 
+# A profile is cut by the groups that grant it, not by the user's other groups ------------------
+
+
+def two_groups(**extra_profiles) -> object:
+    """Group a: 64 CPUs, no GPU; group b: 1 CPU, 4 GPUs (the case of issue 7); group c (staff)
+    also grants the GPU profile, so its 64-CPU option is valid configuration."""
+    def profile(name, groups, gpus):
+        return {
+            "name": name, "display_name": name, "backend": "local", "groups": groups,
+            "choices": {"image": {"options": ["lab"]}, "cpu": {"options": [1, 8, 64]},
+                        "memory": {"options": ["1G", "64G"], "default": "64G"},
+                        "gpus": {"options": gpus}},
+        }
+    return from_dict({
+        "auth": {"issuer": "https://idp.example.org/", "client_id": "hub",
+                 "allowed_groups": ["a", "b", "c"]},
+        "backends": {"local": {}},
+        "groups": {"a": {"max_servers": 4, "max_cpu": 64, "max_memory": "256G"},
+                   "b": {"max_servers": 1, "max_cpu": 1, "max_memory": "8G", "max_gpus": 4},
+                   "c": {"max_servers": 1, "max_cpu": 64, "max_memory": "64G", "max_gpus": 4}},
+        "profiles": [profile("big", ["a"], [0]), profile("gpu", ["b", "c"], [1, 4]),
+                     profile("both", ["a", "b"], [0, 4]),
+                     *[profile(n, g, [0]) for n, g in extra_profiles.items()]],
+    })
+
+
+def test_the_gpu_profile_of_one_group_gets_that_groups_cpu_limit_not_anothers():
+    cfg = two_groups()
+    offers = {o.name: o for o in allowed_profiles(cfg, ["a", "b"])}
+    assert offers["gpu"].choices["cpu"].options == (1,)
+    assert offers["gpu"].choices["memory"] == type(offers["gpu"].choices["memory"])(("1G",), "1G")
+    assert offers["gpu"].choices["gpus"].options == (1, 4)
+    assert offers["big"].choices["cpu"].options == (1, 8, 64)
+    assert offers["big"].choices["gpus"].options == (0,)
+    refused = decide(cfg, ["a", "b"], {"profile": "gpu", "cpu": 64, "gpus": 4})
+    assert isinstance(refused, Refused) and refused.field == "cpu"
+    assert refused.reason == ("cpu 64 is above your max_cpu of 1 for profile gpu (from group b, "
+                              "which grants it); choose at most that")
+    allowed = decide(cfg, ["a", "b"], {"profile": "gpu", "cpu": 1, "gpus": 4})
+    assert isinstance(allowed, Allowed)
+    assert (allowed.resources.cpu, allowed.resources.gpus) == (1, 4)
+    assert allowed.resources.memory_bytes == G  # the default 64G is cut to b's 8G: 1G is left
+
+
+def test_a_profile_granted_by_several_groups_takes_each_limit_from_the_largest_of_them():
+    cfg = two_groups()
+    both = {o.name: o for o in allowed_profiles(cfg, ["a", "b"])}["both"]
+    assert both.granted_by == ("a", "b")
+    assert both.limits_dict() == {
+        "max_cpu": {"value": 64, "from": "a"},
+        "max_memory": {"value": "256G", "from": "a"},
+        "max_gpus": {"value": 4, "from": "b"},
+    }
+    only_a = {o.name: o for o in allowed_profiles(cfg, ["a"])}["both"]
+    assert only_a.choices["gpus"].options == (0,) and only_a.limits.source["max_gpus"] == "a"
+
+
+def test_totals_over_running_servers_still_come_from_all_the_users_groups():
+    cfg = two_groups()
+    totals = user_limits(cfg, ["a", "b"])
+    assert (totals.max_servers, totals.max_cpu, totals.max_gpus) == (4, 64, 4)
+    assert totals.source == {"max_servers": "a", "max_cpu": "a", "max_memory": "a",
+                             "max_gpus": "b"}
+    # b alone allows 1 server, but a's max_servers (4) counts for the total: a GPU server may
+    # run next to a big one, and the GPUs add up against b's 4.
+    big = decide(cfg, ["a", "b"], {"profile": "big", "cpu": 8}).resources
+    gpu = decide(cfg, ["a", "b"], {"profile": "gpu", "gpus": 4}, [big])
+    assert isinstance(gpu, Allowed)
+    more = decide(cfg, ["a", "b"], {"profile": "gpu", "gpus": 1}, [big, gpu.resources])
+    assert isinstance(more, Refused) and more.field == "gpus"
+    assert "above your max_gpus of 4 (from group b)" in more.reason
+    cpus = decide(cfg, ["a", "b"], {"profile": "big", "cpu": 64}, [big])
+    assert isinstance(cpus, Refused) and "would be 72, above your max_cpu of 64" in cpus.reason
+
+
+def test_explain_names_the_group_of_each_limit_of_each_profile():
+    cfg = two_groups()
+    result = explain(cfg, ["a", "b"])
+    per_profile = {p["name"]: {k: v["from"] for k, v in p["limits"].items()}
+                   for p in result["profiles"]}
+    assert per_profile == {
+        "big": {"max_cpu": "a", "max_memory": "a", "max_gpus": "a"},
+        "gpu": {"max_cpu": "b", "max_memory": "b", "max_gpus": "b"},
+        "both": {"max_cpu": "a", "max_memory": "a", "max_gpus": "b"},
+    }
+    gpu = next(p for p in result["profiles"] if p["name"] == "gpu")
+    assert gpu["limits"]["max_cpu"] == {"value": 1, "from": "b"}
+    staff = next(p for p in explain(cfg, ["a", "b", "c"])["profiles"] if p["name"] == "gpu")
+    assert staff["limits"]["max_cpu"] == {"value": 64, "from": "c"}
+    assert staff["choices"]["cpu"]["options"] == [1, 8, 64]
+    assert "groups that grant that profile" in result["rule"]
+
+
+def test_a_profile_the_granting_groups_cannot_fit_is_unavailable_even_if_another_group_could():
+    cfg = two_groups()
+    # Of the user's groups only b grants "gpu"; make its smallest memory (1G) too big for b.
+    data = cfg.raw()
+    data["groups"]["b"]["max_memory"] = "512M"
+    cfg = from_dict(data)
+    offers, unavailable = review_profiles(cfg, ["a", "b"])
+    assert "gpu" not in [o.name for o in offers]
+    assert unavailable["gpu"] == ("its smallest memory (1G) is above your max_memory of 512M "
+                                  "(from group b, which grants it)")
+
+
 # Choices cut to the user's limits -------------------------------------------------------------
 
 
@@ -162,7 +267,8 @@ def test_a_profile_whose_smallest_choice_is_above_the_limits_is_not_offered_and_
     offers, unavailable = review_profiles(cfg, USERS["bob"])
     assert "gpu" not in [o.name for o in offers]
     assert unavailable == {
-        "gpu": "its smallest gpus (1) is above your max_gpus of 0 (from group physics)"
+        "gpu": "its smallest gpus (1) is above your max_gpus of 0 (from group physics, which "
+               "grants it)"
     }
     refused = decide(cfg, USERS["bob"], {"profile": "gpu"})
     assert isinstance(refused, Refused)
@@ -245,11 +351,14 @@ def test_environment_and_read_only_mounts_come_from_the_profile(cfg):
          "image \"evil/miner:latest\" is not a choice of profile cpu"),
         ("bob", {"profile": "cpu", "memory": "2048M"}, "memory", "is not a choice"),
         ("bob", {"profile": "docker-lab", "cpu": 8}, "cpu",
-         "cpu 8 is above your max_cpu of 4 (from group physics)"),
+         "cpu 8 is above your max_cpu of 4 for profile docker-lab (from group physics, which "
+         "grants it)"),
         ("bob", {"profile": "docker-lab", "memory": "16G"}, "memory",
-         "memory 16G is above your max_memory of 8G (from group physics)"),
+         "memory 16G is above your max_memory of 8G for profile docker-lab (from group physics"),
         ("alice", {"profile": "gpu", "gpus": 2}, "gpus",
-         "gpus 2 is above your max_gpus of 1 (from group cms)"),
+         "gpus 2 is above your max_gpus of 1 for profile gpu (from group cms, which grants it)"),
+        # carol's totals are admins' (16 CPUs), but only physics grants her the cpu profile.
+        ("carol", {"profile": "cpu", "memory": "8G", "cpu": 4}, None, None),
         ("alice", {"profile": "gpu", "gpu_model": "h100"}, "gpu_model", "is not a choice"),
         ("bob", {"profile": "cpu", "time_limit": "01:00:00"}, "time_limit",
          "profile cpu has no time_limit choice"),
@@ -258,6 +367,9 @@ def test_environment_and_read_only_mounts_come_from_the_profile(cfg):
 )
 def test_requests_outside_the_policy_are_refused(cfg, user, form, field, reason):
     decision = decide(cfg, USERS[user], form)
+    if reason is None:  # the edge case just inside
+        assert isinstance(decision, Allowed), decision
+        return
     assert isinstance(decision, Refused), decision
     assert reason in decision.reason
     assert decision.field == field

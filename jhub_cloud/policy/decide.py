@@ -1,8 +1,9 @@
 """Is a submitted spawn form allowed, with exactly which resources, or why not.
 
 The form comes from a POST, so nothing in it is trusted: every value must be one the user is
-offered (allowed_profiles), of the right type, and the new server together with the user's
-running ones must stay within their limits.
+offered (allowed_profiles: within the limits of the groups granting the profile), of the right
+type, and the new server together with the user's running ones must stay within their totals
+(the largest limits over all their groups).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def decide(
             "profile",
         )
     chosen: dict[str, Any] = {}
-    limits = user_limits(cfg, mine)
+    totals = user_limits(cfg, mine)
     for field in CHOICE_NAMES:
         full, offered = profile.choices.get(field), offer.choices.get(field)
         if field not in values:
@@ -84,9 +85,10 @@ def decide(
             )
         if match not in offered.options:
             limit = {"cpu": "max_cpu", "memory": "max_memory", "gpus": "max_gpus"}[field]
+            cut = offer.limits
             return Refused(
-                f"{field} {match} is above your {limit} of {limits.shown(limit)} "
-                f"(from group {limits.source[limit]}); choose at most that",
+                f"{field} {match} is above your {limit} of {cut.shown(limit)} for profile "
+                f"{name} (from group {cut.source[limit]}, which grants it); choose at most that",
                 field,
             )
         chosen[field] = match
@@ -102,7 +104,7 @@ def decide(
         mounts=profile.mounts,
         environment=profile.environment,
     )
-    refusal = _over_limits(resources, list(running), limits)
+    refusal = _over_limits(resources, list(running), totals)
     return refusal or Allowed(profile=name, resources=resources)
 
 

@@ -1,9 +1,15 @@
 """Which groups count, the limits they give, and the profiles a user is offered.
 
-Several groups combine the same way every time: a user may use every profile that any of their
-allowed groups may use, and for each limit gets the largest value over their allowed groups; the
-group named as its source is the first, in sorted order, giving that value. Groups not in
-auth.allowed_groups count for nothing, and a user with no allowed group gets nothing.
+Several groups combine the same way every time:
+- a user may use every profile that any of their allowed groups may use (the groups that
+  *grant* it);
+- one server of a profile is cut by the limits of the groups that grant that profile, and only
+  those: for each of max_cpu, max_memory and max_gpus the largest value over the granting groups.
+  A user in A (64 CPUs, no GPU) and B (1 CPU, 4 GPUs) gets B's GPU profile with at most 1 CPU;
+- the totals over all of a user's running servers (max_servers, and CPUs, memory and GPUs added
+  up) are the largest value of each limit over all their allowed groups.
+The group named as a limit's source is the first, in sorted order, giving that value. Groups not
+in auth.allowed_groups count for nothing, and a user with no allowed group gets nothing.
 """
 
 from __future__ import annotations
@@ -34,8 +40,14 @@ def is_admin(cfg: Config, groups: Iterable[str]) -> bool:
 
 
 def user_limits(cfg: Config, groups: Iterable[str]) -> Limits | None:
-    """The largest of each limit over the user's groups; None when no group of theirs has limits."""
-    mine = [cfg.groups[g] for g in user_groups(cfg, groups) if g in cfg.groups]
+    """The totals over all of a user's running servers: the largest of each limit over their
+    allowed groups; None when no group of theirs has limits."""
+    return limits_of(cfg, user_groups(cfg, groups))
+
+
+def limits_of(cfg: Config, names: Iterable[str]) -> Limits | None:
+    """The largest of each limit over the named groups that have limits (None if none has)."""
+    mine = [cfg.groups[g] for g in sorted(set(names)) if g in cfg.groups]
     if not mine:
         return None
     values, source = {}, {}
@@ -54,11 +66,12 @@ def allowed_profiles(cfg: Config, groups: Iterable[str]) -> list[ProfileOffer]:
 def review_profiles(cfg: Config, groups: Iterable[str]) -> tuple[list[ProfileOffer], dict]:
     """(offers, {profile name: why not offered}) for the profiles the user's groups may use."""
     mine = user_groups(cfg, groups)
-    limits = user_limits(cfg, mine)
     offers, unavailable = [], {}
     for profile in cfg.profiles:
         granted = tuple(g for g in mine if g in profile.groups)
-        if not granted or limits is None:
+        # Only the groups granting this profile bound it, never another group of the user.
+        limits = limits_of(cfg, granted)
+        if limits is None:
             continue
         choices, why_not = fit_choices(profile, limits)
         if choices is None:
@@ -73,6 +86,7 @@ def review_profiles(cfg: Config, groups: Iterable[str]) -> tuple[list[ProfileOff
             choices=MappingProxyType(choices),
             mounts=profile.mounts,
             environment=profile.environment,
+            limits=limits,
         ))
     return offers, unavailable
 
@@ -90,7 +104,7 @@ def fit_choices(profile: Profile, limits: Limits) -> tuple[dict | None, str]:
             smallest = min(choice.options, key=measure)
             return None, (
                 f"its smallest {name} ({smallest}) is above your {limit} of "
-                f"{limits.shown(limit)} (from group {limits.source[limit]})"
+                f"{limits.shown(limit)} (from group {limits.source[limit]}, which grants it)"
             )
         # A default cut off becomes the largest option still allowed, nearest to the intent.
         default = choice.default if choice.default in fits else max(fits, key=measure)

@@ -1,4 +1,8 @@
-"""What a user with given groups gets, and which group gave each part: for `jhub-cloud explain`."""
+"""What a user with given groups gets, and which group gave each part: for `jhub-cloud explain`.
+
+"limits" are the user's totals (all running servers together); each profile carries its own
+"limits", from the groups that grant it, which cut its choices.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,12 @@ from .entitlement import review_profiles, user_groups, user_limits
 from .types import LIMIT_NAMES
 
 RULE = (
-    "A user may use every profile any of their allowed groups may use; for each limit they get "
-    "the largest value over their allowed groups, from the first group in sorted order giving it."
+    "A user may use every profile any of their allowed groups may use. One server of a profile "
+    "gets at most, for each of max_cpu, max_memory and max_gpus, the largest value over the "
+    "user's groups that grant that profile (no other group counts). All of a user's running "
+    "servers together stay within the largest of each limit over all their allowed groups "
+    "(max_servers, and CPUs, memory and GPUs added up). A limit's source is the first group, in "
+    "sorted order, giving its value."
 )
 
 

@@ -10,6 +10,8 @@ from ..config.model import Choice, Mount
 from ..config.units import format_memory
 
 LIMIT_NAMES = ("max_servers", "max_cpu", "max_memory", "max_gpus")
+# The limits that bound one server of a profile (the rest bound only the totals).
+PROFILE_LIMIT_NAMES = ("max_cpu", "max_memory", "max_gpus")
 
 
 def _empty() -> Mapping[str, str]:
@@ -18,7 +20,9 @@ def _empty() -> Mapping[str, str]:
 
 @dataclass(frozen=True)
 class Limits:
-    """A user's limits: for each, the largest value over their groups; `source` names that group."""
+    """Limits from a set of groups: for each, the largest value over them; `source` names the
+    group giving it. A user's totals come from all their groups, a profile's from the groups
+    granting it."""
 
     max_servers: int
     max_cpu: float
@@ -46,6 +50,16 @@ class ProfileOffer:
     choices: Mapping[str, Choice]
     mounts: tuple[Mount, ...] = ()
     environment: Mapping[str, str] = field(default_factory=_empty)
+    limits: Limits | None = None  # from the granting groups only: they cut `choices`
+
+    def limits_dict(self) -> dict:
+        """{limit name: {"value", "from"}} for the limits bounding one server of this profile."""
+        if self.limits is None:
+            return {}
+        return {
+            name: {"value": self.limits.shown(name), "from": self.limits.source[name]}
+            for name in PROFILE_LIMIT_NAMES
+        }
 
     def to_dict(self) -> dict:
         return {
@@ -58,6 +72,7 @@ class ProfileOffer:
             "choices": {name: c.to_dict() for name, c in self.choices.items()},
             "mounts": [m.to_dict() for m in self.mounts],
             "environment": dict(self.environment),
+            "limits": self.limits_dict(),
         }
 
 
