@@ -1,0 +1,1 @@
+"""Thin adapters: the child spawner classes, one module per backend."""

@@ -1,0 +1,92 @@
+"""DockerChild: dockerspawner.DockerSpawner with the few changes CloudSpawner needs.
+
+- host networking: every container gets its own free port and the hub connects to host_ip:port
+  (DockerSpawner's own get_ip_and_port asks Docker for a port binding, which host mode has none of);
+- poll says why a container ended (exit code, OOM kill, Docker's error) and removes it, so a
+  crashed or killed server leaves nothing behind even though the hub will not call stop();
+- the image is the one the builder chose: an `image` in user_options cannot replace it;
+- progress tells which step the start is at (pulling, creating, starting, waiting for the server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from dockerspawner import DockerSpawner
+from jupyterhub.utils import random_port
+from traitlets import Bool, Unicode
+
+
+class DockerChild(DockerSpawner):
+    host_networking = Bool(
+        False,
+        help="Containers share the host's network: pick a free port per container and let the "
+             "server listen on `ip` (set by the builder to the backend's host_ip).",
+    ).tag(config=True)
+
+    _phase = Unicode("")
+
+    async def check_allowed(self, image):
+        if image != self.image:
+            raise ValueError(f"image {image!r} was not chosen through the profile")
+        return image
+
+    async def pull_image(self, image):
+        self._phase = f"Pulling image {image}" if self.pull_policy == "always" else f"Checking image {image}"
+        await super().pull_image(image)
+        self._phase = "Creating the container"
+
+    async def start_object(self):
+        self._phase = "Starting the container"
+        await super().start_object()
+        self._phase = "Container started; waiting for the server to answer"
+
+    async def start(self):
+        if self.host_networking:
+            self.port = random_port()
+        return await super().start()
+
+    async def get_ip_and_port(self):
+        if self.host_networking:
+            return self.ip, self.port
+        return await super().get_ip_and_port()
+
+    async def poll(self):
+        container = await self.get_object()
+        if not container:
+            return 0
+        state = container["State"]
+        if state["Running"]:
+            return None
+        reason = f"ExitCode={state['ExitCode']}"
+        if state.get("OOMKilled"):
+            reason += ", OOMKilled (the profile's memory limit was reached)"
+        if state.get("Error"):
+            reason += f", Error={state['Error']!r}"
+        reason += f", FinishedAt={state.get('FinishedAt')}"
+        self.log.warning("Container %s ended: %s", self.object_name, reason)
+        if self.remove:
+            await self.remove_object()
+            self.object_id = ""
+        return reason
+
+    async def progress(self):
+        shown = None
+        while True:
+            if self._phase and self._phase != shown:
+                shown = self._phase
+                yield {"message": shown}
+            if shown and shown.startswith("Container started"):
+                return
+            await asyncio.sleep(0.5)
+
+    def get_state(self):
+        state = super().get_state()
+        if self.host_networking and self.object_id:
+            state["port"] = self.port
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        if self.host_networking and state.get("port"):
+            self.port = int(state["port"])

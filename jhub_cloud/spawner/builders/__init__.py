@@ -1,0 +1,1 @@
+"""Pure translators: (Resources, SpawnTarget, backend config, cmd, env) -> child spawner settings."""
