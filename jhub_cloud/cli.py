@@ -131,6 +131,7 @@ def explanation_text(result: dict) -> str:
             lines.append(f"      {name:<11} {', '.join(shown)}")
         for mount in profile["mounts"]:
             ro = " (read-only)" if mount["read_only"] else ""
+            ro += f" (group {mount['group']})" if mount.get("group") else ""
             lines.append(f"      mount       {mount['path']} <- bucket {mount['bucket']}{ro}")
         for key, value in profile["environment"].items():
             lines.append(f"      environment {key}={value}")

@@ -173,6 +173,34 @@ def test_defaults_are_filled_in():
     assert profile.choices["gpus"].options == (0,) and profile.choices["gpus"].default == 0
     assert "time_limit" not in profile.choices and profile.mounts == ()
     assert cfg.profile("nope") is None
+    assert cfg.storage is None  # no storage section: servers start without sts-wire
+
+
+def test_storage_defaults_are_filled_in_and_mounts_carry_their_group():
+    cfg = load(ROOT / "config" / "examples" / "docker.yaml")
+    assert cfg.storage == {
+        "s3_endpoint": "https://s3.example.org", "sts_endpoint": None, "provider": "Minio",
+        "role_arn": None, "region": "us-east-1", "audience": "jupyterhub", "ca_file": None,
+        "session_seconds": None, "mount_roots": ["/s3"], "cache_mode": "writes",
+        "rclone_flags": [], "allow_plain_http": [],
+    }
+    cfg.storage["mount_roots"].append("/etc")  # a copy
+    assert cfg.storage["mount_roots"] == ["/s3"]
+    full = load(ROOT / "config" / "examples" / "full.yaml")
+    mounts = full.profile("docker-lab").mounts
+    assert [(m.bucket, m.group) for m in mounts] == [("{username}", None), ("cms-data", "cms")]
+    assert mounts[1].for_groups(("cms",)) and not mounts[1].for_groups(("physics",))
+
+
+def test_storage_on_loopback_may_use_plain_http_and_a_listed_private_host_too():
+    data = yaml.safe_load((ROOT / "config" / "examples" / "local.yaml").read_text())
+    data["storage"]["s3_endpoint"] = "http://127.0.0.1:8333"
+    assert from_dict(data).storage["s3_endpoint"] == "http://127.0.0.1:8333"
+    data["storage"]["s3_endpoint"] = "http://s3.internal:8333"
+    with pytest.raises(ConfigError, match="storage.s3_endpoint"):
+        from_dict(data)
+    data["storage"]["allow_plain_http"] = ["s3.internal"]
+    assert from_dict(data).storage["allow_plain_http"] == ["s3.internal"]
 
 
 def test_raw_sections_are_copies_the_caller_may_change():

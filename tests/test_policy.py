@@ -329,9 +329,19 @@ def test_batch_profile_gets_its_time_limit_and_no_gpu_model_without_gpus(cfg):
 
 
 def test_environment_and_read_only_mounts_come_from_the_profile(cfg):
-    r = decide(cfg, USERS["bob"], {"profile": "docker-lab", "cpu": 0.5}).resources
+    r = decide(cfg, USERS["alice"], {"profile": "docker-lab", "cpu": 0.5}).resources
     assert r.cpu == 0.5 and dict(r.environment) == {"JHUB_CLOUD_SITE": "example"}
     assert [(m.bucket, m.read_only) for m in r.mounts] == [("{username}", False), ("cms-data", True)]
+
+
+def test_a_group_bucket_is_mounted_only_for_members_of_its_group(cfg):
+    # cms-data is for group cms: bob (physics only) does not get it, on the page or at spawn.
+    bob = decide(cfg, USERS["bob"], {"profile": "docker-lab"}).resources
+    assert [m.bucket for m in bob.mounts] == ["{username}"]
+    offer = {o.name: o for o in allowed_profiles(cfg, USERS["bob"])}["docker-lab"]
+    assert [m.bucket for m in offer.mounts] == ["{username}"]
+    alice = {o.name: o for o in allowed_profiles(cfg, USERS["alice"])}["docker-lab"]
+    assert [(m.bucket, m.group) for m in alice.mounts] == [("{username}", None), ("cms-data", "cms")]
 
 
 # decide: refused, and why ---------------------------------------------------------------------

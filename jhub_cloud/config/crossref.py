@@ -6,9 +6,13 @@ any part the schema already found wrong, so one mistake is reported once.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Iterable
 from typing import Any
+
+from sts_wire.spec import check_flags
+from sts_wire.urls import insecure_problem
 
 from .errors import PathPart, Problem
 from .schema import show
@@ -42,12 +46,21 @@ def crossref_problems(data: Any, schema_problems: Iterable[Problem]) -> list[Pro
                     f"group {name!r} has limits but is not in auth.allowed_groups, so its members "
                     "cannot log in; add it there or remove these limits")))
     backends = data.get("backends") if clean(("backends",)) else None
+    storage = data.get("storage")
+    if isinstance(storage, dict) and clean(("storage",)):
+        out += _storage_problems(storage)
+    elif storage is not None:
+        storage = False  # broken: the schema said why; skip the mount checks that depend on it
     profiles = data.get("profiles")
     if isinstance(profiles, list):
         out += _unique_names(profiles, clean)
         for i, profile in enumerate(profiles):
             if isinstance(profile, dict):
                 out += _profile_problems(("profiles", i), profile, backends, groups, clean)
+                if clean(("profiles", i, "mounts")) and storage is not False:
+                    out += _mounts_vs_storage(
+                        ("profiles", i, "mounts"), _list(profile.get("mounts")), storage,
+                        allowed if isinstance(allowed, list) else None)
     return out
 
 
@@ -176,10 +189,70 @@ def _beyond_limits(c: Path, choices: dict, names: list, groups: dict, clean) -> 
     return out
 
 
+def _storage_problems(storage: dict) -> list[Problem]:
+    out = []
+    plain = storage.get("allow_plain_http") or []
+    for key in ("s3_endpoint", "sts_endpoint"):
+        url = storage.get(key)
+        if isinstance(url, str) and (why := insecure_problem(url, key, plain)):
+            out.append(Problem(("storage", key), why.removeprefix(f"{key}: ")))
+    provider, arn = storage.get("provider"), storage.get("role_arn")
+    if provider in ("Ceph", "AWS") and arn is None:
+        out.append(Problem(("storage", "role_arn"), (
+            f"{provider} needs the role to assume; write role_arn, such as "
+            "arn:aws:iam:::role/notebooks")))
+    for placeholder in _PLACEHOLDER.findall(arn or ""):
+        if placeholder != "username":
+            out.append(Problem(("storage", "role_arn"), (
+                f"unknown placeholder {{{placeholder}}}; only {{username}} is replaced")))
+    flags = storage.get("rclone_flags") or []
+    for problem in check_flags(flags, "@"):
+        # check_flags names the item as "@[i]: ..." (a value may be the next item).
+        index, _, why = problem.removeprefix("@[").partition("]: ")
+        out.append(Problem(("storage", "rclone_flags", int(index)), why))
+    return out
+
+
+def _mounts_vs_storage(m: Path, mounts: list, storage: dict | None, allowed) -> list[Problem]:
+    """Mounts need storage, live below a mount root, and name groups that may log in."""
+    if mounts and storage is None:
+        return [Problem(m, (
+            "mounts need the storage section (S3 and STS endpoints); add it, or remove the "
+            "mounts"))]
+    out = []
+    roots = storage.get("mount_roots", ["/s3"]) if storage else []
+    for k, mount in enumerate(mounts):
+        path = mount.get("path")
+        if isinstance(path, str) and not _PLACEHOLDER.sub("x", path).startswith(
+                tuple(r.rstrip("/") + "/" for r in roots)):
+            out.append(Problem((*m, k, "path"), (
+                f"{path!r} is not below a mount root ({', '.join(roots)}); move it there or "
+                "add its folder to storage.mount_roots")))
+        group = mount.get("group")
+        if isinstance(group, str) and allowed is not None and group not in allowed:
+            out.append(Problem((*m, k, "group"), (
+                f"group {group!r} is not in auth.allowed_groups, so nobody could get this mount; "
+                "add it there or fix the name")))
+    return out
+
+
 def _mount_problems(m: Path, mounts: list) -> list[Problem]:
     out, used = [], {}
     for k, mount in enumerate(mounts):
         path = mount.get("path")
+        if isinstance(path, str) and (
+            any(part in ("", ".", "..") for part in path[1:].split("/"))
+        ):
+            out.append(Problem((*m, k, "path"), (
+                f"{path!r} has an empty, '.' or '..' part; write a plain absolute folder such "
+                "as /s3/{username}")))
+            continue
+        for other, j in used.items():
+            if isinstance(path, str) and path != other and posixpath.commonpath(
+                    [path, other]) in (path, other):
+                out.append(Problem((*m, k, "path"), (
+                    f"{path!r} and mounts[{j}] ({other!r}) are nested; a mount would hide "
+                    "the other")))
         for field in ("bucket", "path"):
             for placeholder in _PLACEHOLDER.findall(str(mount.get(field, ""))):
                 if placeholder != "username":

@@ -34,6 +34,11 @@ class Mount:
     bucket: str
     path: str
     read_only: bool = False
+    group: str | None = None  # mounted only for members of this group; None: for everyone
+
+    def for_groups(self, groups) -> bool:
+        """Whether a user in `groups` gets this mount."""
+        return self.group is None or self.group in groups
 
     def expand(self, username: str) -> Mount:
         return replace(
@@ -43,7 +48,8 @@ class Mount:
         )
 
     def to_dict(self) -> dict:
-        return {"bucket": self.bucket, "path": self.path, "read_only": self.read_only}
+        return {"bucket": self.bucket, "path": self.path, "read_only": self.read_only,
+                "group": self.group}
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,11 @@ class Config:
     @property
     def backends(self) -> dict:
         return copy.deepcopy(self.data["backends"])
+
+    @property
+    def storage(self) -> dict | None:
+        """The site's S3/STS settings (defaults filled in), or None when it has no storage."""
+        return copy.deepcopy(self.data.get("storage"))
 
     @property
     def allowed_groups(self) -> tuple[str, ...]:
@@ -151,6 +162,8 @@ def _profile(p: dict) -> Profile:
         backend=p["backend"],
         groups=tuple(p["groups"]),
         choices=MappingProxyType(choices),
-        mounts=tuple(Mount(m["bucket"], m["path"], m["read_only"]) for m in p["mounts"]),
+        mounts=tuple(
+            Mount(m["bucket"], m["path"], m["read_only"], m["group"]) for m in p["mounts"]
+        ),
         environment=MappingProxyType(dict(p["environment"])),
     )

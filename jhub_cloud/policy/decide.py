@@ -101,7 +101,7 @@ def decide(
         gpus=gpus,
         gpu_model=chosen["gpu_model"] if gpus > 0 else None,
         time_limit=chosen["time_limit"],
-        mounts=profile.mounts,
+        mounts=offer.mounts,
         environment=profile.environment,
     )
     refusal = _over_limits(resources, list(running), totals)

@@ -84,7 +84,8 @@ def review_profiles(cfg: Config, groups: Iterable[str]) -> tuple[list[ProfileOff
             backend=profile.backend,
             granted_by=granted,
             choices=MappingProxyType(choices),
-            mounts=profile.mounts,
+            # A group's bucket only for its members.
+            mounts=tuple(m for m in profile.mounts if m.for_groups(mine)),
             environment=profile.environment,
             limits=limits,
         ))

@@ -78,7 +78,8 @@ class ProfileOffer:
 
 @dataclass(frozen=True)
 class Resources:
-    """Exactly what one server gets. Mount paths still hold `{username}` (Mount.expand)."""
+    """Exactly what one server gets. Mount paths still hold `{username}` (Mount.expand); group
+    buckets of groups the user is not in are already left out."""
 
     backend: str
     image: str
