@@ -114,9 +114,15 @@ def test_home_volume_configurable_or_off():
     assert build(backend={"home_volume": None})["volumes"] == {}
 
 
-def test_bad_home_volume_template_is_a_clear_error():
+@pytest.mark.parametrize("template", ["home/{username}", "home-{username}\n", "-home"])
+def test_bad_home_volume_template_is_refused(template):
     with pytest.raises(DockerSettingsError, match="not a Docker volume name"):
-        build(backend={"home_volume": "home/{username}"})
+        build(backend={"home_volume": template})
+
+
+def test_bad_apparmor_profile_is_refused():
+    with pytest.raises(DockerSettingsError, match="apparmor_profile"):
+        build(res(mounts=(Mount("alice", "/s3/alice"),)), backend={"apparmor_profile": "x,seccomp=unconfined"})
 
 
 def test_binds_read_only_by_default():

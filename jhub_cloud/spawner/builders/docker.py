@@ -47,7 +47,7 @@ def container_name(target: SpawnTarget) -> str:
 def home_volume_name(template: str, target: SpawnTarget) -> str:
     # The safe user name, not the raw one: volume names allow only [a-zA-Z0-9_.-].
     name = template.replace("{username}", target.safe_user)
-    if not _VOLUME.match(name):
+    if not _VOLUME.fullmatch(name):
         raise DockerSettingsError(
             f"backends.docker.home_volume {template!r} gives {name!r}, not a Docker volume name: "
             "use letters, digits, '_', '.', '-' and {username}")
@@ -84,6 +84,9 @@ def fuse_host_config(apparmor_profile: str) -> dict:
     must allow mounts too (docker-default denies them). The image's user is not root, so the
     capability is only usable through the setuid fusermount3.
     """
+    if not _VOLUME.fullmatch(apparmor_profile):
+        raise DockerSettingsError(f"backends.docker.apparmor_profile {apparmor_profile!r} is not an "
+                                  "AppArmor profile name: use letters, digits, '_', '.', '-'")
     return {
         "devices": ["/dev/fuse:/dev/fuse:rwm"],
         "cap_add": ["SYS_ADMIN"],
@@ -99,12 +102,12 @@ def _literal(text: str) -> str:
 def _volumes(cfg: Mapping, target: SpawnTarget) -> dict:
     volumes = {}
     if cfg["home_volume"]:
-        if not _ABS_PATH.match(cfg["home_path"]):
+        if not _ABS_PATH.fullmatch(cfg["home_path"]):
             raise DockerSettingsError(f"backends.docker.home_path {cfg['home_path']!r} is not an absolute path")
         volumes[home_volume_name(cfg["home_volume"], target)] = {"bind": cfg["home_path"], "mode": "rw"}
     for b in cfg["binds"]:
         for key in ("source", "target"):
-            if not _ABS_PATH.match(b[key]):
+            if not _ABS_PATH.fullmatch(b[key]):
                 raise DockerSettingsError(f"backends.docker.binds: {key} {b[key]!r} is not an absolute path")
         volumes[b["source"]] = {"bind": b["target"], "mode": "ro" if b.get("read_only", True) else "rw"}
     return volumes
