@@ -102,6 +102,10 @@ class Hub:
             "c.JupyterHub.load_roles = list(c.JupyterHub.load_roles) + [{'name': 'tester', 'services': ['tester'],"
             " 'scopes': ['admin:users', 'admin:servers', 'admin:auth_state', 'admin:groups', 'read:hub']}]\n"
             "c.JupyterHub.log_level = 'DEBUG'\n"
+            # Tests of login and tokens spawn with GET /hub/spawn (first profile, its defaults) and
+            # leave no server behind when the hub stops (tests/testbed/cloudhub.py tests the spawner).
+            "c.CloudSpawner.show_form = False\n"
+            "c.JupyterHub.cleanup_servers = True\n"
         )
         token_file = self.dir / "api_token"
         token_file.write_text(self.api_token)

@@ -1,0 +1,116 @@
+"""Local backend adapter: LocalProcessSpawner plus cgroup v1 limits for CPU and memory.
+
+Everything else (running as the user, poll by PID after a hub restart, SIGINT/TERM/KILL on
+stop) is LocalProcessSpawner's own. Where cgroup v1 is not available, the server runs without
+CPU and memory limits, with a warning in the hub's log and on the spawn page, unless
+`require_limits` is set, in which case it is not started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from pathlib import Path
+
+from jupyterhub.spawner import LocalProcessSpawner
+from traitlets import Bool, Unicode
+
+from .. import cgroups
+
+
+class LocalChild(LocalProcessSpawner):
+    cgroup_root = Unicode(
+        "/sys/fs/cgroup", config=True, help="Where the cgroup v1 controllers (cpu, memory) are mounted."
+    )
+    cgroup_parent = Unicode(
+        "jhub-cloud", config=True,
+        help="Folder under each controller holding one cgroup per server (created when missing).",
+    )
+    require_limits = Bool(
+        False, config=True,
+        help="Refuse to start a server when its CPU and memory limits cannot be enforced "
+        "(no cgroup v1 cpu and memory controllers writable by the hub). When False the server "
+        "starts without limits and a warning is logged.",
+    )
+    cgroup_prefix = Unicode(
+        "", help="Start of this server's cgroup name (set by the builder: the safe user/server name)."
+    )
+    cgroup_name = Unicode("", help="This server's cgroup, relative to each controller (kept in state).")
+
+    def _group(self, name: str | None = None) -> cgroups.CGroup:
+        return cgroups.CGroup(Path(self.cgroup_root), name or self.cgroup_name)
+
+    def limits_note(self) -> str:
+        """What the limits are and whether they are enforced, for the progress messages."""
+        why_not = cgroups.available(Path(self.cgroup_root))
+        what = f"{self.cpu_limit:g} CPUs, {self.mem_limit // 2**20} MiB memory"
+        return f"{what}, enforced by cgroups" if why_not is None else f"{what}, NOT enforced: {why_not}"
+
+    def make_preexec_fn(self, name):
+        become_user = super().make_preexec_fn(name)
+        if not self.cgroup_name:
+            return become_user
+        join = cgroups.join_preexec(self._group())
+
+        def preexec():
+            join()  # as root, before giving root up
+            become_user()
+
+        return preexec
+
+    async def start(self):
+        why_not = cgroups.available(Path(self.cgroup_root))
+        if why_not is None and (self.cpu_limit or self.mem_limit):
+            name = f"{self.cgroup_parent}/{self.cgroup_prefix or self.user.name}-{secrets.token_hex(3)}"
+            cgroups.create(self._group(name), self.cpu_limit or 0, self.mem_limit or 2**62)
+            self.cgroup_name = name
+        elif self.require_limits:
+            raise RuntimeError(f"cannot enforce this server's CPU and memory limits: {why_not}")
+        else:
+            self.log.warning("Starting %s without CPU/memory limits: %s", self._log_name, why_not)
+        try:
+            return await super().start()
+        except BaseException:
+            await self._remove_cgroup(self.cgroup_name)
+            raise
+
+    async def poll(self):
+        name = self.cgroup_name
+        status = await super().poll()
+        if status is not None:
+            await self._remove_cgroup(name)  # the server ended by itself: take its leftovers
+        return status
+
+    async def stop(self, now=False):
+        name = self.cgroup_name
+        await super().stop(now)
+        await self._remove_cgroup(name)
+
+    async def _remove_cgroup(self, name: str) -> None:
+        if not name:
+            return
+        group = self._group(name)
+        if not any(group.path(c).exists() for c in cgroups.CONTROLLERS):
+            return
+        killed = await asyncio.to_thread(cgroups.remove, group)
+        if killed:
+            self.log.warning("Killed %d leftover process(es) of %s", len(killed), self._log_name)
+        if self.cgroup_name == name:
+            self.cgroup_name = ""
+
+    def get_state(self):
+        state = super().get_state()
+        if self.cgroup_name:
+            state["cgroup"] = self.cgroup_name
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        name = state.get("cgroup", "")
+        # Only a cgroup of ours is ever killed and removed, whatever the stored state says.
+        ok = isinstance(name, str) and name.startswith(self.cgroup_parent + "/") and ".." not in name
+        self.cgroup_name = name if ok else ""
+
+    def clear_state(self):
+        super().clear_state()
+        self.cgroup_name = ""

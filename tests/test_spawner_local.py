@@ -1,0 +1,121 @@
+"""CloudSpawner with the local backend in a real JupyterHub: resources reach the process as
+cgroup limits, named servers, concurrent spawns vs the limits, a hub restart, nothing left behind."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from jhub_cloud.spawner import cgroups
+from tests.testbed.cloudhub import CloudHub, singleuser_processes
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+@pytest.fixture(scope="module")
+def hub(idp, run_dir):
+    h = CloudHub(idp, run_dir / "hub-spawner-local").start()
+    for user in ("alice", "bob", "carol"):
+        h.login(user)  # users and their groups exist in the hub after their first login
+    yield h
+    h.stop()
+    for c in cgroups.CONTROLLERS:
+        d = CGROUP_ROOT / c / h.cgroup_parent
+        if d.exists():
+            d.rmdir()
+
+
+def our_cgroups(hub) -> list[str]:
+    out = []
+    for c in cgroups.CONTROLLERS:
+        d = CGROUP_ROOT / c / hub.cgroup_parent
+        out += [f"{c}/{x.name}" for x in d.iterdir() if x.is_dir()] if d.exists() else []
+    return sorted(out)
+
+
+def cgroup_of(pid: int, controller: str) -> str:
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, names, path = line.split(":", 2)
+        if controller in names.split(","):
+            return path.lstrip("/")
+    raise LookupError(controller)
+
+
+def test_alice_server_runs_with_the_profiles_limits_and_leaves_nothing(hub):
+    r = hub.spawn("alice", options={"profile": "cms-cpu", "cpu": 2, "memory": "3G"})
+    assert r.status_code in (201, 202), r.text
+    hub.wait_ready("alice")
+    (proc,) = singleuser_processes(hub, "alice")
+    assert proc.username() == "alice"
+    name = cgroup_of(proc.pid, "memory")
+    assert name.startswith(hub.cgroup_parent + "/alice-") and cgroup_of(proc.pid, "cpu") == name
+    limits = cgroups.read_limits(cgroups.CGroup(CGROUP_ROOT, name))
+    assert limits == {"cpu": 2.0, "memory_bytes": 3 * 2**30}
+    # The hub keeps the resources in the server's state (they count after a restart).
+    state = hub.user("alice")["servers"][""]["state"]
+    assert state["cloud"]["profile"] == "cms-cpu"
+    assert state["cloud"]["resources"]["cpu"] == 2 and state["child"]["cgroup"] == name
+
+    pid = proc.pid
+    hub.stop_server("alice")
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert singleuser_processes(hub, "alice") == []
+    assert our_cgroups(hub) == []
+
+
+def test_named_servers_each_get_their_own_process_and_cgroup(hub):
+    assert hub.spawn("alice", "one", {"profile": "physics-cpu", "cpu": 1, "memory": "1G"}).status_code in (201, 202)
+    assert hub.spawn("alice", "two", {"profile": "cms-cpu", "cpu": 1, "memory": "2G"}).status_code in (201, 202)
+    hub.wait_ready("alice", "one")
+    hub.wait_ready("alice", "two")
+    procs = singleuser_processes(hub, "alice")
+    assert len(procs) == 2
+    names = {cgroup_of(p.pid, "memory") for p in procs}
+    assert len(names) == 2
+    assert any("alice--one-" in n for n in names) and any("alice--two-" in n for n in names)
+    # A third server is above alice's max_servers of 2 (from group cms): refused, nothing started.
+    r = hub.spawn("alice", "three", {"profile": "physics-cpu"})
+    assert r.status_code == 400 and "max_servers" in r.json()["message"], r.text
+    assert len(singleuser_processes(hub, "alice")) == 2
+    hub.stop_server("alice", "one")
+    hub.stop_server("alice", "two")
+    assert singleuser_processes(hub, "alice") == [] and our_cgroups(hub) == []
+
+
+def test_two_spawns_at_the_same_instant_cannot_exceed_the_limit_together(hub):
+    """alice may have 4 CPUs in total: two 4-CPU servers asked for at once, one is refused."""
+    opts = {"profile": "cms-cpu", "cpu": 4, "memory": "1G"}
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda n: hub.spawn("alice", n, opts), ["a", "b"]))
+    codes = sorted(r.status_code for r in answers)
+    assert codes[0] in (201, 202) and codes[1] == 400, [r.text for r in answers]
+    refused = next(r for r in answers if r.status_code == 400)
+    assert "max_cpu" in refused.json()["message"]
+    started = "a" if answers[0].status_code != 400 else "b"
+    hub.wait_ready("alice", started)
+    assert len(singleuser_processes(hub, "alice")) == 1
+    hub.stop_server("alice", started)
+    assert our_cgroups(hub) == []
+
+
+def test_a_restarted_hub_finds_the_server_counts_it_and_stops_it(hub):
+    assert hub.spawn("bob", options={"profile": "physics-cpu", "cpu": 2, "memory": "2G"}).status_code in (201, 202)
+    hub.wait_ready("bob")
+    (proc,) = singleuser_processes(hub, "bob")
+    hub.stop(keep_servers=True)
+    assert proc.is_running()  # the server outlives the hub (cleanup_servers is off)
+    hub.start()
+    assert hub.servers("bob")[""]["ready"]
+    # bob (physics) may run 1 server: the one found again counts.
+    r = hub.spawn("bob", "second", {"profile": "physics-cpu", "cpu": 1, "memory": "1G"})
+    assert r.status_code == 400 and "max_servers" in r.json()["message"], r.text
+    hub.stop_server("bob")
+    deadline = time.monotonic() + 10
+    while proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    assert our_cgroups(hub) == []

@@ -1,0 +1,149 @@
+"""A real JupyterHub with CloudSpawner (local backend) for the spawner tests, built on hub.Hub.
+
+Profiles and limits (groups as in idp.USERS: alice physics+cms, bob physics, carol admins+physics):
+- physics: 1 server, 2 CPUs, 4G in total;  cms: 2 servers, 4 CPUs, 8G;  admins: 3, 4, 8G.
+- physics-cpu (physics): cpu 1|2, memory 1G|2G;  cms-cpu (cms): cpu 1|2|4, memory 1G|2G|3G|8G.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+
+import psutil
+import requests
+import yaml
+
+from .hub import CLIENT_SECRET, Hub, _profile, suite_config
+from .paths import REPO, VENV_BIN
+from .procs import Daemon
+
+
+def spawner_profiles(mounts: list | None = None) -> dict:
+    physics = _profile("physics-cpu", "physics", cpus=[1, 2], memory=["1G", "2G"])
+    cms = _profile("cms-cpu", "cms", cpus=[1, 2, 4], memory=["1G", "2G", "3G", "8G"])
+    admin = _profile("admin-cpu", "admins", cpus=[1], memory=["1G"])
+    physics["description"] = "CPU notebooks for the physics group."
+    cms["description"] = "Bigger CPU notebooks for CMS analysis."
+    for p in (physics, cms):
+        p["mounts"] = list(mounts or [])
+    return {"profiles": [physics, cms, admin]}
+
+
+@dataclass
+class CloudHub(Hub):
+    """Hub whose stop() first stops every server it started (cleanup_servers is off by design)."""
+
+    extra: dict = field(default_factory=spawner_profiles)
+    hub_config: str = ""  # more lines for jupyterhub_config.py
+
+    @property
+    def cgroup_parent(self) -> str:
+        """This hub's own cgroup folder, so that tests count only its servers' cgroups."""
+        return f"jhub-cloud-test/{self.dir.parent.name}-{self.dir.name}"
+
+    def start(self, timeout: float = 60) -> CloudHub:
+        """As Hub.start, with the spawner's test settings added to jupyterhub_config.py."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        cfg = suite_config(self.idp, self.dir / "data", self.port, self.hub_port, self.proxy_api_port, **self.auth)
+        cfg.update(self.extra)
+        self.config_file.write_text(yaml.safe_dump(cfg))
+        (self.dir / "jupyterhub_config.py").write_text(
+            f"load_subconfig({str(REPO / 'config' / 'jupyterhub_config.py')!r})\n"
+            "c = get_config()\n"
+            "c.JupyterHub.services = [{'name': 'tester', 'api_token': open('api_token').read().strip()}]\n"
+            "c.JupyterHub.load_roles = list(c.JupyterHub.load_roles) + [{'name': 'tester', 'services': ['tester'],"
+            " 'scopes': ['admin:users', 'admin:servers', 'admin:auth_state', 'admin:groups', 'read:hub']}]\n"
+            "c.JupyterHub.log_level = 'DEBUG'\n"
+            f"c.LocalChild.cgroup_parent = {self.cgroup_parent!r}\n"
+            "c.LocalChild.require_limits = True\n"
+            + self.hub_config
+        )
+        token_file = self.dir / "api_token"
+        token_file.write_text(self.api_token)
+        token_file.chmod(0o600)
+        if not hasattr(self, "_crypt_key"):  # the same key across a restart: auth_state stays readable
+            self._crypt_key = secrets.token_hex(32)
+        env = dict(os.environ, JHUB_CLOUD_CONFIG=str(self.config_file), JHUB_CLOUD_CLIENT_SECRET=CLIENT_SECRET,
+                   JUPYTERHUB_CRYPT_KEY=self._crypt_key, CONFIGPROXY_AUTH_TOKEN=secrets.token_hex(16))
+        self.daemon = Daemon("jupyterhub", [str(VENV_BIN / "jupyterhub"), "-f", "jupyterhub_config.py"], self.log,
+                             env=env, cwd=self.dir, stop_timeout=15).start()
+        self.daemon.wait_ready(lambda: requests.get(self.url + "/hub/api/", timeout=2).ok, timeout=timeout)
+        return self
+
+    def stop(self, keep_servers: bool = False) -> None:
+        if self.daemon and self.daemon.alive() and not keep_servers:
+            self.stop_all_servers()
+        super().stop()
+
+    # --- servers ------------------------------------------------------------------------------
+    def servers(self, user: str) -> dict:
+        return self.user(user).get("servers", {})
+
+    def spawn(self, user: str, server: str = "", options: dict | None = None, body=None):
+        """POST /users/<user>/servers/<server> as the tester service (JSON user_options)."""
+        path = f"/users/{user}/servers/{server}" if server else f"/users/{user}/server"
+        payload = body if body is not None else ({"user_options": options} if options is not None else None)
+        return self.api("POST", path, json=payload) if not isinstance(payload, str | bytes) else \
+            self.api("POST", path, data=payload)
+
+    def wait_ready(self, user: str, server: str = "", timeout: float = 90) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            s = self.servers(user).get(server)
+            if s and s.get("ready"):
+                return s
+            if s is None or not s.get("pending") and not s.get("ready"):
+                time.sleep(0.3)
+                if not self.servers(user).get(server):
+                    raise AssertionError(f"{user}/{server!r} is not starting: {self.log_tail()}")
+            time.sleep(0.3)
+        raise AssertionError(f"{user}/{server!r} not ready after {timeout} s: {self.log_tail()}")
+
+    def stop_server(self, user: str, server: str = "", timeout: float = 60) -> None:
+        path = f"/users/{user}/servers/{server}" if server else f"/users/{user}/server"
+        r = self.api("DELETE", path)
+        assert r.status_code in (202, 204), r.text
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if server not in self.servers(user):
+                return
+            time.sleep(0.3)
+        raise AssertionError(f"{user}/{server!r} did not stop: {self.log_tail()}")
+
+    def stop_all_servers(self) -> None:
+        r = self.api("GET", "/users")
+        if not r.ok:
+            return
+        for u in r.json():
+            for name in list(u.get("servers", {})):
+                with contextlib.suppress(AssertionError):  # stop the others all the same
+                    self.stop_server(u["name"], name)
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def user_processes(user: str) -> list[psutil.Process]:
+    """Every live process of a system user (the local backend runs servers as the user)."""
+    out = []
+    for p in psutil.process_iter(["username", "status"]):
+        if p.info["username"] == user and p.info["status"] != psutil.STATUS_ZOMBIE:
+            out.append(p)
+    return out
+
+
+def singleuser_processes(hub: Hub, user: str) -> list[psutil.Process]:
+    """The user's jupyterhub-singleuser processes that belong to this hub."""
+    out = []
+    for p in user_processes(user):
+        try:
+            if any("jupyterhub-singleuser" in a for a in p.cmdline()) and \
+                    f":{hub.hub_port}/" in p.environ().get("JUPYTERHUB_API_URL", ""):
+                out.append(p)
+        except psutil.Error:
+            pass
+    return out
