@@ -30,6 +30,7 @@ from ..policy import allowed_profiles, decide, user_limits
 from ..policy.types import Resources
 from . import form
 from .limits import resources_from_json, resources_to_json, running_resources, user_lock
+from .mountspec import MountSpecError, mount_spec, roots_env
 from .registry import Backend, BackendUnavailable, load_backend
 from .target import SpawnTarget
 
@@ -152,6 +153,9 @@ class CloudSpawner(Spawner):
             self.backend_name = backend.name
         try:
             self._child = self._make_child(backend, decision.resources)
+        except (MountSpecError, ValueError) as e:  # the builders' and mount spec's refusals
+            self.reserved = self.profile_name = self.backend_name = None
+            raise self._refuse(str(e)) from None
         except Exception:
             self.reserved = self.profile_name = self.backend_name = None
             raise
@@ -167,22 +171,13 @@ class CloudSpawner(Spawner):
         absolute = resources.backend in self.absolute_command_backends
         here = Path(sys.executable).parent
         inner = list(self.cmd) if absolute else ["jupyterhub-singleuser"]
-        spec = self._mount_spec(resources, target)
+        storage = self.cfg.data.get("storage")
+        spec = mount_spec(resources, target, storage)
         if spec is None:
             return inner, {}
         sts = self.sts_wire or (str(here / "sts-wire") if absolute else "sts-wire")
-        return [sts, "run", "--spec", f"env:{SPEC_ENV}", "--", *inner], {SPEC_ENV: json.dumps(spec)}
-
-    def _mount_spec(self, resources: Resources, target: SpawnTarget) -> dict | None:
-        storage = self.cfg.data.get("storage")
-        if not storage or not resources.mounts:
-            return None
-        try:
-            from .mountspec import mount_spec
-        except ImportError:
-            self.log.warning("jhub_cloud.spawner.mountspec is missing: starting without storage mounts")
-            return None
-        return mount_spec(resources, target, storage)
+        env = {SPEC_ENV: json.dumps(spec), **roots_env(storage)}
+        return [sts, "run", "--spec", f"env:{SPEC_ENV}", "--", *inner], env
 
     def _make_child(self, backend: Backend, resources: Resources) -> Spawner:
         target = self._target()
