@@ -49,7 +49,7 @@ def _spec_options(p: argparse.ArgumentParser, spec_required: bool = False) -> No
     g.add_argument("--spec", metavar="FILE|env:NAME", required=spec_required,
                    help="mount spec, YAML or JSON: token, sts and mounts sections (see docs/sts-wire.md); "
                         "env:NAME reads it from environment variable NAME")
-    g.add_argument("--user", help="user name for {user} in the spec (default: the spec's user, "
+    g.add_argument("--user", help="user name for {username} in the spec (default: the spec's user, "
                                   "$JUPYTERHUB_USER, the token's preferred_username, the login name)")
     g.add_argument("--allowed-root", action="append", metavar="DIR",
                    help="mount paths must be below one of these folders; repeat for several "
@@ -80,8 +80,8 @@ def _spec_options(p: argparse.ArgumentParser, spec_required: bool = False) -> No
     s.add_argument("--s3-endpoint", metavar="URL", help="S3 endpoint if not the STS endpoint")
     s.add_argument("--region", help=f"region (default: {specmod.DEFAULT_REGION})")
     s.add_argument("--role-arn", help="role to assume (required by Ceph RGW and AWS, ignored by MinIO); "
-                                      "{user} is replaced")
-    s.add_argument("--session-name", help="role session name (default: sts-wire-{user})")
+                                      "{username} is replaced")
+    s.add_argument("--session-name", help="role session name (default: sts-wire-{username})")
     s.add_argument("--duration", type=int, metavar="SECONDS",
                    help="key lifetime to ask for (default: the server's; SeaweedFS and AWS: at least 900)")
     s.add_argument("--provider", choices=specmod.PROVIDERS, help="rclone's S3 provider name (default: Other)")
@@ -200,11 +200,12 @@ def allowed_roots(args) -> list[str]:
     return [os.path.normpath(os.path.expanduser(r)) for r in roots if r]
 
 
-def load_doc(args) -> dict:
-    """The spec file (if any) with the command-line options laid over it."""
+def load_doc(args) -> tuple[dict, dict]:
+    """The spec file (if any) with the command-line options laid over it, and the line of each key."""
     doc: dict = {}
+    lines: dict = {}
     if getattr(args, "spec", None):
-        doc = specmod.load_text(read_spec_text(args.spec), f"mount spec {args.spec}")
+        doc, lines = specmod.load_text_lines(read_spec_text(args.spec), f"mount spec {args.spec}")
     token = dict(doc.get("token") or {})
     sts = dict(doc.get("sts") or {})
     for opt, key in (("token_source", "source"), ("token_file", "path"), ("issuer", "issuer"),
@@ -232,7 +233,7 @@ def load_doc(args) -> dict:
         if args.cache_mode:
             m["cache_mode"] = args.cache_mode
         doc["mounts"] = [m]
-    return doc
+    return doc, lines
 
 
 def read_spec_text(where: str, env: dict | None = None) -> str:
@@ -287,9 +288,9 @@ class App:
 
         threading.Thread(target=_warm_boto3, daemon=True, name="sts-wire-warm").start()
         self.args = args
-        self.doc = load_doc(args)
+        self.doc, lines = load_doc(args)
         src = f"mount spec {args.spec}" if getattr(args, "spec", None) else "command line"
-        self.spec = specmod.parse(self.doc, src)
+        self.spec = specmod.parse(self.doc, src, lines)
         self.roots = allowed_roots(args)
         self.runtime = Runtime(Path(args.runtime_dir) if args.runtime_dir else None,
                                Path(args.log_dir) if args.log_dir else None)
@@ -298,7 +299,7 @@ class App:
         self.sup: Supervisor | None = None
 
     def prepare(self) -> Supervisor:
-        """Token source, first token (its user name may fill {user}), resolved spec, supervisor."""
+        """Token source, first token (its user name may fill {username}), resolved spec, supervisor."""
         source = make_source(self.spec.token, allow_plain_http=self.spec.allow_plain_http)
         first = None
         first_error = None
@@ -470,8 +471,8 @@ def cmd_check(args) -> int:
     logging.getLogger("sts_wire").addHandler(logging.NullHandler())
     logging.getLogger("sts_wire").propagate = False
     try:
-        doc = load_doc(args)
-        spec = specmod.parse(doc, f"mount spec {args.spec}")
+        doc, lines = load_doc(args)
+        spec = specmod.parse(doc, f"mount spec {args.spec}", lines)
         roots = allowed_roots(args)
         source = make_source(spec.token, allow_plain_http=spec.allow_plain_http)
     except StsWireError as e:

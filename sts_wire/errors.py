@@ -5,7 +5,12 @@ Every code is documented in docs/sts-wire.md; a message always says what failed 
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from enum import IntEnum
+
+from .core.problems import Problem
+from .core.yamlfile import Lines, line_of
 
 
 class Exit(IntEnum):
@@ -40,9 +45,31 @@ class StsWireError(Exception):
 
 
 class SpecError(StsWireError):
-    """The mount spec is invalid; ``problems`` lists each one as 'key.path: what is wrong'."""
+    """The mount spec is invalid: ``items`` holds each problem (key path, message, line when known),
+    ``problems`` the same as text, 'key.path: what is wrong (line N)'."""
 
-    def __init__(self, problems: list[str], source: str = "mount spec"):
-        self.problems = list(problems)
+    def __init__(self, problems: Iterable[Problem | str], source: str = "mount spec", lines: Lines | None = None):
+        self.items = [_with_line(p if isinstance(p, Problem) else problem_from_text(p), lines) for p in problems]
+        self.problems = [str(p) for p in self.items]
         text = f"{source} is invalid:\n" + "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(text, Exit.SPEC)
+
+
+_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def problem_from_text(text: str) -> Problem:
+    """'mounts[1].path: message' -> Problem(("mounts", 1, "path"), "message")."""
+    where, sep, message = text.partition(": ")
+    if not sep or " " in where:
+        return Problem((), text)
+    if where == "(top level)":
+        return Problem((), message)
+    parts = tuple(int(i) if i else k for k, i in _PART.findall(where))
+    return Problem(parts, message)
+
+
+def _with_line(p: Problem, lines: Lines | None) -> Problem:
+    if p.line is not None or not lines or not p.parts:
+        return p
+    return Problem(p.parts, p.message, line_of(lines, p.parts))

@@ -3,14 +3,14 @@
 A spec (YAML or JSON) says where the token comes from, which STS to ask, and what to mount::
 
     token:  {source: hub}                       # or file / refresh / device, see TokenSpec
-    sts:    {endpoint: https://s3.example.org, role_arn: "arn:aws:iam:::role/{user}"}
+    sts:    {endpoint: https://s3.example.org, role_arn: "arn:aws:iam:::role/{username}"}
     mounts:
-      - {remote: "{user}", path: "/s3/{user}"}
+      - {remote: "{username}", path: "/s3/{username}"}
       - {remote: scratch, path: /s3/scratch}
       - {remote: cms/shared, path: /s3/cms, read_only: true, cache_mode: full,
          flags: ["--vfs-read-ahead", "64M"]}
 
-``{user}`` in ``remote``, ``path``, ``role_arn`` and ``session_name`` is replaced by the user name.
+``{username}`` in ``remote``, ``path``, ``role_arn`` and ``session_name`` is replaced by the user name.
 Every problem is reported with the key it concerns (``mounts[1].path: ...``), all at once.
 """
 
@@ -20,11 +20,9 @@ import hashlib
 import posixpath
 import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
-
-import yaml
 
 if "jsonschema" not in sys.modules and "rfc3987_syntax" not in sys.modules:
     # jsonschema imports the optional 'iri' format checker rfc3987_syntax, which builds a parser
@@ -38,6 +36,9 @@ if "jsonschema" not in sys.modules and "rfc3987_syntax" not in sys.modules:
 else:
     import jsonschema
 
+from .core.placeholders import fill, has_placeholder, unknown_placeholder_messages
+from .core.problems import Problem
+from .core.yamlfile import Lines, read_yaml
 from .errors import SpecError
 from .urls import insecure_problem
 
@@ -97,8 +98,6 @@ _WHY_REFUSED = {
 
 USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$")
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
-PLACEHOLDERS = ("user",)
 
 
 SCHEMA: dict[str, Any] = {
@@ -235,42 +234,36 @@ class Spec:
 
 # --- parsing ----------------------------------------------------------------------------------
 def load_text(text: str, source: str = "mount spec") -> dict:
-    """YAML or JSON text to a dict (JSON is YAML); a parse error names the line."""
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpecError([f"not valid YAML or JSON{where}: {getattr(e, 'problem', e)}"], source) from None
-    if doc is None:
-        raise SpecError(["the file is empty"], source)
+    """YAML or JSON text to a dict (JSON is YAML); see load_text_lines."""
+    return load_text_lines(text, source)[0]
+
+
+def load_text_lines(text: str, source: str = "mount spec") -> tuple[dict, Lines]:
+    """YAML or JSON text to a dict and the line of each key; a syntax error, a key given twice
+    or a key that is not text is a problem with its line."""
+    doc, lines, problems = read_yaml(text)
+    if problems:
+        raise SpecError(problems, source)
     if not isinstance(doc, dict):
         raise SpecError([f"the top level must be a mapping, not {type(doc).__name__}"], source)
-    return doc
+    return doc, lines
 
 
-def _key_path(path: Iterable) -> str:
-    out = ""
-    for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out or "(top level)"
-
-
-def schema_problems(doc: Mapping) -> list[str]:
+def schema_problems(doc: Mapping) -> list[Problem]:
     validator = jsonschema.Draft202012Validator(SCHEMA)
     problems = []
     for err in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path))):
-        where = _key_path(err.absolute_path)
+        parts = tuple(err.absolute_path)
         if err.validator == "additionalProperties":
             extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
             known = ", ".join(sorted(err.schema.get("properties", {})))
-            problems.append(f"{where}: unknown key(s) {', '.join(extra)} (known: {known})")
+            for key in extra:
+                problems.append(Problem((*parts, key), f"unknown key (known: {known})"))
         elif err.validator == "enum":
-            problems.append(f"{where}: {err.instance!r} is not one of {', '.join(map(str, err.validator_value))}")
-        elif err.validator == "required":
-            problems.append(f"{where}: {err.message}")
+            choices = ", ".join(map(str, err.validator_value))
+            problems.append(Problem(parts, f"{err.instance!r} is not one of {choices}"))
         else:
-            problems.append(f"{where}: {err.message}")
+            problems.append(Problem(parts, err.message))
     return problems
 
 
@@ -311,11 +304,12 @@ def check_flags(flags: Sequence[str], where: str) -> list[str]:
     return problems
 
 
-def parse(doc: Mapping, source: str = "mount spec") -> Spec:
-    """Validate a loaded spec against the schema and the rules; raise SpecError with every problem."""
+def parse(doc: Mapping, source: str = "mount spec", lines: Lines | None = None) -> Spec:
+    """Validate a loaded spec against the schema and the rules; raise SpecError with every problem
+    (with its line in the file when ``lines`` is given)."""
     problems = schema_problems(doc)
     if problems:
-        raise SpecError(problems, source)
+        raise SpecError(problems, source, lines)
     t = dict(doc.get("token") or {})
     s = dict(doc.get("sts") or {})
     r = dict(doc.get("rclone") or {})
@@ -330,20 +324,18 @@ def parse(doc: Mapping, source: str = "mount spec") -> Spec:
                 allow_plain_http=tuple(doc.get("allow_plain_http") or ()))
     problems = rule_problems(spec)
     if problems:
-        raise SpecError(problems, source)
+        raise SpecError(problems, source, lines)
     return spec
 
 
 def parse_text(text: str, source: str = "mount spec") -> Spec:
-    return parse(load_text(text, source), source)
+    doc, lines = load_text_lines(text, source)
+    return parse(doc, source, lines)
 
 
 # --- rules beyond the schema ------------------------------------------------------------------
 def _placeholder_problems(value: str | None, where: str) -> list[str]:
-    if not value:
-        return []
-    return [f"{where}: unknown placeholder {{{p}}} (known: {{user}})"
-            for p in PLACEHOLDER_RE.findall(value) if p not in PLACEHOLDERS]
+    return [f"{where}: {m}" for m in unknown_placeholder_messages(value)]
 
 
 def rule_problems(spec: Spec) -> list[str]:
@@ -383,7 +375,7 @@ def rule_problems(spec: Spec) -> list[str]:
 
 def remote_problems(remote: str, where: str) -> list[str]:
     """bucket or bucket/prefix; placeholders are checked after substitution."""
-    if PLACEHOLDER_RE.search(remote):
+    if has_placeholder(remote):
         return []
     bucket, _, prefix = remote.partition("/")
     p = []
@@ -408,7 +400,7 @@ def path_syntax_problems(path: str, where: str) -> list[str]:
     parts = path.split("/")
     if ".." in parts:
         p.append(f"{where}: {path!r} must not contain '..'")
-    elif path != "/" and posixpath.normpath(path) != path.rstrip("/") and not PLACEHOLDER_RE.search(path):
+    elif path != "/" and posixpath.normpath(path) != path.rstrip("/") and not has_placeholder(path):
         p.append(f"{where}: {path!r} is not normalised (write {posixpath.normpath(path)!r})")
     return p
 
@@ -428,16 +420,14 @@ def under_root(path: str, roots: Sequence[str]) -> bool:
 
 # --- resolution: placeholders, roots, overlaps -------------------------------------------------
 def substitute(value: str | None, user: str) -> str | None:
-    if value is None:
-        return None
-    return PLACEHOLDER_RE.sub(lambda m: user if m.group(1) == "user" else m.group(0), value)
+    return None if value is None else fill(value, user)
 
 
 def resolve(spec: Spec, user: str, allowed_roots: Sequence[str]) -> Spec:
-    """Fill in {user}, then check every mount path against the allowed roots and the others."""
+    """Fill in {username}, then check every mount path against the allowed roots and the others."""
     problems = []
     if not USER_RE.match(user or "") or user in (".", ".."):
-        raise SpecError([f"user: {user!r} is not a valid user name (needed for {{user}})"])
+        raise SpecError([f"user: {user!r} is not a valid user name (needed for {{username}})"])
     mounts = []
     for i, m in enumerate(spec.mounts):
         w = f"mounts[{i}]"

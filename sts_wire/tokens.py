@@ -23,6 +23,7 @@ from typing import Any
 
 import requests
 
+from .core.secretfile import SecretFileError, read_secret_file
 from .errors import Exit, StsWireError
 from .runtime import write_private
 from .spec import TokenSpec
@@ -193,10 +194,11 @@ class TokenSource:
 
 # --- the JupyterHub API ------------------------------------------------------------------------
 class HubSource(TokenSource):
-    """The user model from the hub API with the server's own API token: ``auth_state`` (scope
-    admin:auth_state!user) holds the access token the hub keeps fresh. JupyterHub leaves
-    auth_state out of ``GET /user``; it is in ``GET /users/<name>`` (the name from
-    ``$JUPYTERHUB_USER``, else from ``/user``)."""
+    """The user's current access token from the hub's token endpoint, read with the server's own
+    API token (scope ``custom:jhub-cloud:access-token!user``): ``GET
+    $JUPYTERHUB_API_URL/jhub-cloud/users/<name>/token`` answers ``{access_token, expires_at}``
+    only; the hub refreshes the token first when it is near expiry. The server's token can read
+    nothing else: no refresh token, no ID token."""
 
     name = "hub"
 
@@ -210,39 +212,52 @@ class HubSource(TokenSource):
     def describe(self) -> str:
         return f"JupyterHub API at {_origin(self.api_url)}"
 
-    def _get(self, path: str) -> dict:
-        r = self.http.request("GET", self.api_url + path, "JupyterHub API", Exit.IDP_UNREACHABLE,
-                              headers={"Authorization": f"token {self._api_token}"})
-        if r.status_code in (401, 403):
-            raise StsWireError(f"the JupyterHub API refused the server's token (HTTP {r.status_code} for "
-                               f"{path.split('/')[1]})", Exit.TOKEN,
-                               "is JUPYTERHUB_API_TOKEN the server's own token, with admin:auth_state!user?")
-        if r.status_code != 200:
-            raise StsWireError(f"the JupyterHub API answered HTTP {r.status_code} for {path}", Exit.IDP_UNREACHABLE)
-        return _json(r)
+    def _get(self, path: str) -> requests.Response:
+        return self.http.request("GET", self.api_url + path, "JupyterHub API", Exit.IDP_UNREACHABLE,
+                                 headers={"Authorization": f"token {self._api_token}"})
+
+    def _whoami(self) -> str:
+        r = self._get("/user")
+        name = _json(r).get("name") if r.status_code == 200 else None
+        if not name:
+            raise StsWireError(f"the JupyterHub API did not say whose server this is (HTTP {r.status_code})",
+                               Exit.TOKEN, "set JUPYTERHUB_USER (JupyterHub sets it in every server)")
+        return name
 
     def fetch(self) -> Token:
         now = time.time()
         if self.user is None:
-            self.user = self._get("/user").get("name")
-            if not self.user:
-                raise StsWireError("the JupyterHub API did not say whose server this is", Exit.TOKEN)
-        model = self._get("/users/" + urllib.parse.quote(self.user, safe=""))
-        state = model.get("auth_state")
-        if not isinstance(state, dict):
-            raise StsWireError(
-                "the JupyterHub API did not return auth_state for this user", Exit.TOKEN,
-                "grant the server the scope admin:auth_state!user and enable auth_state "
-                "(c.Authenticator.enable_auth_state = True)")
-        at = state.get("access_token")
-        if not at:
-            raise StsWireError("the user's auth_state has no access_token (log in again?)", Exit.TOKEN)
-        exp = _expiry(state, at, now)
+            self.user = self._whoami()
+        path = f"/jhub-cloud/users/{urllib.parse.quote(self.user, safe='')}/token"
+        r = self._get(path)
+        doc = _json(r)
+        msg = str(doc.get("message") or "")[:200]
+        if r.status_code == 401:
+            raise StsWireError(f"the hub can no longer renew {self.user}'s token: the identity provider "
+                               f"refused it{' (' + msg + ')' if msg else ''}", Exit.TOKEN,
+                               "log in to the hub again (log out, then in); the mounts come back by themselves")
+        if r.status_code == 403:
+            raise StsWireError(f"the JupyterHub API refused the server's token for {self.user}'s access token "
+                               "(HTTP 403)", Exit.TOKEN,
+                               "is JUPYTERHUB_API_TOKEN this server's own token, with the scope "
+                               "custom:jhub-cloud:access-token!user?")
+        if r.status_code == 404:
+            raise StsWireError(f"the hub has no token endpoint for {self.user} (HTTP 404 for {path})", Exit.TOKEN,
+                               "is this hub running jhub-cloud's authenticator, and is JUPYTERHUB_USER right?")
+        if r.status_code == 503 or r.status_code >= 500:
+            raise StsWireError(f"the hub cannot renew the token now (HTTP {r.status_code}"
+                               f"{': ' + msg if msg else ''})", Exit.IDP_UNREACHABLE,
+                               "the identity provider is unreachable from the hub; sts-wire tries again")
+        if r.status_code != 200:
+            raise StsWireError(f"the JupyterHub API answered HTTP {r.status_code} for {path}", Exit.IDP_UNREACHABLE)
+        at = doc.get("access_token")
+        if not isinstance(at, str) or not at:
+            raise StsWireError(f"the hub's answer for {path} has no access_token", Exit.TOKEN)
+        exp = _expiry(doc, at, now)
         if exp is not None and exp <= now:
-            raise StsWireError(
-                "the hub's access token for this user has expired", Exit.TOKEN,
-                "the authenticator must refresh it (refresh_user / auth_refresh_age), or log in again")
-        return Token(at, exp, now, self.name, user=model.get("name") or _user_of(at))
+            raise StsWireError("the hub's access token for this user has expired", Exit.TOKEN,
+                               "log in to the hub again")
+        return Token(at, exp, now, self.name, user=self.user)
 
 
 # --- a token file ------------------------------------------------------------------------------
@@ -304,10 +319,9 @@ def read_secret(spec: TokenSpec, env: dict | None = None) -> str | None:
     env = os.environ if env is None else env
     if spec.client_secret_file:
         try:
-            return Path(spec.client_secret_file).read_text().strip()
-        except OSError as e:
-            raise StsWireError(f"cannot read client secret file {spec.client_secret_file}: {e.strerror}",
-                               Exit.SPEC) from None
+            return read_secret_file(spec.client_secret_file).strip()
+        except SecretFileError as e:
+            raise StsWireError(f"client secret: {e}", Exit.SPEC) from None
     if spec.client_secret_env and env.get(spec.client_secret_env):
         return env[spec.client_secret_env].strip()
     return None
@@ -385,11 +399,9 @@ class RefreshSource(TokenSource):
     def _current(self) -> str:
         if self._refresh_token is None and self.file is not None:
             try:
-                self._refresh_token = self.file.read_text().strip()
-            except OSError as e:
-                raise StsWireError(f"cannot read refresh token file {self.file}: {e.strerror}", Exit.TOKEN) from None
-            if not self._refresh_token:
-                raise StsWireError(f"refresh token file {self.file} is empty", Exit.TOKEN)
+                self._refresh_token = read_secret_file(self.file).strip()
+            except SecretFileError as e:
+                raise StsWireError(f"refresh token: {e}", Exit.TOKEN) from None
         if not self._refresh_token:
             raise StsWireError("no refresh token", Exit.TOKEN,
                                "set token.refresh_token_file, or STS_WIRE_REFRESH_TOKEN in the environment")

@@ -47,12 +47,12 @@ def s3(request):
 
 def alice_spec(wire: Wire, s3, idp, extra_mounts=()) -> tuple[Path, dict]:
     token, login = refresh_token_setup(idp, "alice", wire.tmp / "secrets")
-    mounts = [{"remote": "{user}", "path": f"{wire.root}/{{user}}"},
+    mounts = [{"remote": "{username}", "path": f"{wire.root}/{{username}}"},
               {"remote": "scratch", "path": f"{wire.root}/scratch", "flags": ["--dir-cache-time=1s"]},
               {"remote": "cms", "path": f"{wire.root}/cms"},
               *extra_mounts]
     # Ceph: one role per user (arn:aws:iam:::role/alice); SeaweedFS: one role for everyone.
-    role = s3.role_arn_for("alice").replace("alice", "{user}")
+    role = s3.role_arn_for("alice").replace("alice", "{username}")
     spec = write_spec(wire.tmp / "spec.yaml", s3, mounts, token, role_arn=role)
     return spec, login
 

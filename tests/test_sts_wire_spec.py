@@ -17,9 +17,9 @@ GOOD = """
 token: {source: hub}
 sts:
   endpoint: https://s3.example.org
-  role_arn: "arn:aws:iam:::role/{user}"
+  role_arn: "arn:aws:iam:::role/{username}"
 mounts:
-  - {remote: "{user}", path: "/s3/{user}"}
+  - {remote: "{username}", path: "/s3/{username}"}
   - {remote: scratch, path: /s3/scratch}
   - remote: cms/shared/data
     path: /s3/cms
@@ -60,10 +60,29 @@ mounts:
   - {path: /s3/x}
 """)
     text = "\n".join(p)
-    assert "token.client_auth: 'sideways' is not one of basic, post, none" in text
-    assert "sts: unknown key(s) colour" in text
-    assert "sts.endpoint" in text
-    assert "mounts[2]: 'remote' is a required property" in text
+    assert "token.client_auth: 'sideways' is not one of basic, post, none (line 2)" in text
+    assert "sts.colour: unknown key (known: ca_file, duration, endpoint," in text
+    assert "sts.endpoint" in text and "(line 3)" in text
+    assert "mounts[2]: 'remote' is a required property (line 7)" in text
+
+
+def test_duplicate_keys_and_the_old_placeholder_are_refused_with_their_line():
+    p = problems("""
+sts: {endpoint: https://s3.example.org}
+mounts:
+  - remote: abc
+    path: /s3/a
+    path: /s3/b
+""")
+    assert p == ["mounts[0].path: key appears twice in this mapping (lines 5 and 6); YAML would keep only "
+                 "the last one: remove or merge one of them (line 6)"]
+    p = problems("""
+sts: {endpoint: https://s3.example.org}
+mounts:
+  - {remote: abc, path: "/s3/{user}"}
+""")
+    assert p == ["mounts[0].path: unknown placeholder {user}; only {username} is replaced (write {username}) "
+                 "(line 4)"]
 
 
 def test_rule_problems_after_schema():
@@ -84,13 +103,14 @@ mounts:
     assert "mounts[1].path: '/s3/../etc' must not contain '..'" in text
     assert "mounts[1].cache_mode: 'off' cannot open files for read+write" in text
     assert "mounts[2].remote: the prefix 'a/../b' has an empty, '.' or '..' part" in text
-    assert "mounts[3].path: unknown placeholder {group}" in text
+    assert "mounts[3].path: unknown placeholder {group}; only {username} is replaced (line 8)" in text
 
 
 def test_bad_yaml_names_the_line():
     p = problems("sts: {endpoint: x\nmounts: [\n")
     assert "line" in p[0]
-    assert problems("")[0] == "the file is empty"
+    assert problems("")[0] == "(top level): the file is empty"
+    assert problems("# only a comment\n")[0] == "(top level): the file is empty"
     assert "must be a mapping" in problems("- a\n- b\n")[0]
 
 
@@ -152,7 +172,7 @@ def test_roots_overlaps_and_user_names_are_checked_at_resolution():
     spec = parse_text("""
 sts: {endpoint: https://s3.example.org}
 mounts:
-  - {remote: "{user}", path: "/s3/{user}"}
+  - {remote: "{username}", path: "/s3/{username}"}
   - {remote: scratch, path: /etc/scratch}
   - {remote: other, path: /s3/alice}
   - {remote: inner, path: /s3/alice/inner}

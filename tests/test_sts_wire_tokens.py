@@ -1,7 +1,6 @@
 """sts-wire token sources against the real OpenID provider (HTTPS, test CA).
 
-The hub source is tested against a small loopback HTTP server that answers like the hub's
-/user endpoint, with a real token from the IdP inside auth_state.
+The hub source is tested against the real hub in test_sts_wire_hub.py.
 """
 
 import http.server
@@ -9,7 +8,6 @@ import json
 import os
 import threading
 import time
-import urllib.parse
 
 import pytest
 
@@ -18,10 +16,8 @@ from sts_wire.spec import TokenSpec
 from sts_wire.tokens import (
     DeviceSource,
     FileSource,
-    HubSource,
     OAuthClient,
     RefreshSource,
-    make_source,
     verified_claims,
 )
 from tests.testbed.idp import IdP
@@ -79,6 +75,7 @@ def test_refresh_grant_with_each_client_authentication(idp, tmp_path, client_id,
     login = idp.login("bob", client_id=client_id)
     rt_file = tmp_path / "rt"
     rt_file.write_text(login["refresh_token"])
+    rt_file.chmod(0o600)
     src = RefreshSource(oauth(idp, client_id, secret, auth), file=str(rt_file))
     tok = src.fetch()
     assert tok.access_token != login["access_token"] and tok.user == "bob"
@@ -137,6 +134,28 @@ def test_rotated_refresh_token_is_written_back(tmp_path):
 
     write_private(f, "new\n")
     assert f.read_text() == "new\n" and (f.stat().st_mode & 0o777) == 0o600
+
+
+def test_secret_files_open_to_others_are_refused(idp, tmp_path):
+    """A refresh token or client secret that group or others can read is a leak: refused, with
+    the fix, and nothing is sent to the IdP."""
+    from sts_wire.tokens import read_secret
+
+    rt = tmp_path / "rt"
+    rt.write_text("some-refresh-token\n")
+    rt.chmod(0o644)
+    with pytest.raises(StsWireError) as e:
+        RefreshSource(oauth(idp), file=str(rt)).fetch()
+    assert e.value.code == Exit.TOKEN and f"chmod 600 {rt}" in e.value.message and "some-refresh" not in str(e.value)
+    sec = tmp_path / "secret"
+    sec.write_text("s3cret\n")
+    sec.chmod(0o640)
+    spec = TokenSpec(source="refresh", issuer=idp.issuer, client_id="sts-wire", client_secret_file=str(sec))
+    with pytest.raises(StsWireError) as e:
+        read_secret(spec)
+    assert e.value.code == Exit.SPEC and "open to group or others (mode 0640)" in e.value.message
+    sec.chmod(0o600)
+    assert read_secret(spec) == "s3cret"
 
 
 def test_revoked_refresh_token_says_log_in_again(idp, tmp_path):
@@ -218,97 +237,3 @@ def test_device_flow_prints_url_and_code_then_renews_with_refresh(idp):
     assert tok.user == "carol" and "admins" in groups_of(idp, tok.access_token)
     again = src.fetch()                  # the refresh token from the flow, no second prompt
     assert again.access_token != tok.access_token and term.text.count("enter the code") == 1
-
-
-# --- JupyterHub API ------------------------------------------------------------------------------
-class FakeHubUser:
-    """Answers like JupyterHub's API for a server token with admin:auth_state!user: /user without
-    auth_state, /users/<name> with it."""
-
-    def __init__(self, model: dict, api_token: str = "server-token"):  # noqa: S107
-        self.model, self.api_token, self.requests = model, api_token, []
-        outer = self
-
-        class H(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_GET(self):
-                outer.requests.append((self.path, self.headers.get("Authorization")))
-                ok = self.headers.get("Authorization") == f"token {outer.api_token}"
-                me = outer.model.get("name", "alice")
-                if ok and self.path == "/hub/api/user":
-                    model = {k: v for k, v in outer.model.items() if k != "auth_state"}
-                elif ok and self.path == f"/hub/api/users/{me}":
-                    model = outer.model
-                else:
-                    ok, model = False, {"status": 403}
-                body = json.dumps(model).encode()
-                self.send_response(200 if ok else 403)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.srv.server_port}/hub/api"
-
-    def close(self):
-        self.srv.shutdown()
-
-
-def test_hub_source_reads_auth_state(idp):
-    login = idp.login("alice")
-    exp = int(time.time()) + 600
-    hub = FakeHubUser({"name": "alice", "auth_state": {"access_token": login["access_token"],
-                                                       "refresh_token": login["refresh_token"],
-                                                       "expires_at": exp}})
-    try:
-        src = make_source(TokenSpec(source="hub"), env={"JUPYTERHUB_API_URL": hub.url,
-                                                        "JUPYTERHUB_API_TOKEN": "server-token"})
-        assert isinstance(src, HubSource)
-        tok = src.fetch()
-        assert tok.access_token == login["access_token"] and tok.expires_at == exp and tok.user == "alice"
-        assert hub.requests == [("/hub/api/user", "token server-token"),
-                                ("/hub/api/users/alice", "token server-token")]
-        # with $JUPYTERHUB_USER known, one request
-        src2 = make_source(TokenSpec(source="hub"), env={"JUPYTERHUB_API_URL": hub.url, "JUPYTERHUB_USER": "alice",
-                                                         "JUPYTERHUB_API_TOKEN": "server-token"})
-        assert src2.fetch().access_token == login["access_token"] and len(hub.requests) == 3
-        # a fresher token at the hub is picked up at the next fetch
-        new = idp.refresh(login["refresh_token"])
-        hub.model["auth_state"]["access_token"] = new["access_token"]
-        assert src.fetch().access_token == new["access_token"]
-    finally:
-        hub.close()
-
-
-@pytest.mark.parametrize(("model", "token", "expect"), [
-    ({"name": "alice"}, "server-token", "did not return auth_state"),
-    ({"name": "alice", "auth_state": {"access_token": "x", "expires_at": 1}}, "server-token", "has expired"),
-    ({"name": "alice"}, "wrong-token", "refused the server's token"),
-])
-def test_hub_source_problems(model, token, expect):
-    hub = FakeHubUser(model)
-    try:
-        src = HubSource(hub.url, token, True)
-        with pytest.raises(StsWireError, match=expect) as e:
-            src.fetch()
-        assert e.value.code == Exit.TOKEN
-    finally:
-        hub.close()
-
-
-def test_hub_source_needs_its_environment():
-    with pytest.raises(StsWireError, match="JUPYTERHUB_API_URL and JUPYTERHUB_API_TOKEN") as e:
-        make_source(TokenSpec(source="hub"), env={})
-    assert e.value.code == Exit.SPEC
-
-
-def test_no_secret_in_query_strings_of_hub_requests():
-    hub = FakeHubUser({"name": "a", "auth_state": {"access_token": "tok", "expires_at": time.time() + 99}})
-    try:
-        HubSource(hub.url, "server-token", True).fetch()
-        assert all(urllib.parse.urlsplit(p).query == "" for p, _ in hub.requests)
-    finally:
-        hub.close()

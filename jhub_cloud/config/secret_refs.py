@@ -7,8 +7,9 @@ readable client secret or crypt key lets anyone impersonate the hub or read user
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Mapping
+
+from sts_wire.core.secretfile import SecretFileError, read_secret_file
 
 from .errors import PathPart, Problem, SecretError
 from .model import Config
@@ -43,39 +44,9 @@ def resolve_secret(ref: Mapping, key: str | tuple[PathPart, ...] = "secret") -> 
 
 def _read_secret_file(path: str, fail) -> str:
     try:
-        # Open first, then check the opened file: no window to swap it between check and read.
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        raise fail(f"file {path} does not exist; create it (mode 600) or fix the path") from None
-    except PermissionError:
-        raise fail(
-            f"file {path} cannot be read by this user; make the hub's user its owner "
-            f"(chown) with mode 600"
-        ) from None
-    except OSError as exc:
-        raise fail(f"file {path} cannot be opened: {exc.strerror}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise fail(f"{path} is not a regular file; point to the file holding the secret")
-        mode = stat.S_IMODE(info.st_mode)
-        if mode & 0o077:
-            raise fail(
-                f"file {path} is open to group or others (mode {mode:04o}); "
-                f"run: chmod 600 {path}"
-            )
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            raw = f.read()
-    finally:
-        os.close(fd)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise fail(f"file {path} is not UTF-8 text; write the secret as text") from None
-    text = text.removesuffix("\n").removesuffix("\r")
-    if not text.strip():
-        raise fail(f"file {path} is empty; write the secret into it")
-    return text
+        return read_secret_file(path, owner_hint="the hub's user")
+    except SecretFileError as exc:
+        raise fail(str(exc)) from None
 
 
 def secret_problems(config: Config) -> list[Problem]:
