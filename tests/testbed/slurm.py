@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import stat
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -42,6 +43,11 @@ def node_hardware() -> tuple[str, int]:
 class Slurm:
     dir: Path
     partition: str = "debug"
+    # GPUs with no GPU behind them, so GPU profiles are scheduled here for real. Slurm 22.05
+    # drops a GPU GRES that has no File= ("Removing file-less GPU"), so each one gets a
+    # stand-in device node with /dev/null's numbers: reading or writing it does nothing.
+    gpu_type: str = "testgpu"
+    gpu_count: int = 2
     ctld_port: int = field(default_factory=free_port)
     slurmd_port: int = field(default_factory=free_port)
     node: str = field(default_factory=node_name)
@@ -86,9 +92,22 @@ class Slurm:
                         timeout, f"Slurm job {job_id}", self.dir / "log" / "slurmctld.log")
 
     # --- life cycle -------------------------------------------------------------------------
+    @property
+    def gres_conf_path(self) -> Path:
+        return self.dir / "etc" / "gres.conf"  # Slurm reads it next to slurm.conf
+
     def write_config(self) -> None:
         layout, mem = node_hardware()
         d = self.dir
+        dev = self.dir / "dev"
+        dev.mkdir(exist_ok=True, mode=0o755)
+        for i in range(self.gpu_count):
+            node = dev / f"fakegpu{i}"
+            if not node.exists():
+                os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # what /dev/null is
+        self.gres_conf_path.write_text(f"NodeName={self.node} Name=gpu Type={self.gpu_type} "
+                                       f"File={dev}/fakegpu[0-{self.gpu_count - 1}]\n")
+        gres = f"gpu:{self.gpu_type}:{self.gpu_count}"
         self.conf_path.write_text(f"""\
 ClusterName=jhubtest
 SlurmctldHost={self.node}(127.0.0.1)
@@ -127,7 +146,8 @@ KillWait=5
 Waittime=0
 SlurmctldDebug=info
 SlurmdDebug=info
-NodeName={self.node} NodeAddr=127.0.0.1 {layout} RealMemory={mem} State=UNKNOWN
+GresTypes=gpu
+NodeName={self.node} NodeAddr=127.0.0.1 {layout} RealMemory={mem} Gres={gres} State=UNKNOWN
 PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
 """)
 
