@@ -7,14 +7,30 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from .auth.authenticator import IAMAuthenticator
+from .auth.discovery import DiscoveryError, discover_at_startup
+from .auth.token_api import CUSTOM_SCOPES
+from .auth.token_api import SCOPE as ACCESS_TOKEN_SCOPE
 
 # What a user's server may do with its own $JUPYTERHUB_API_TOKEN: the defaults, plus reading its
-# own user's auth_state, so sts-wire can fetch the current access token (nothing of other users).
-SERVER_TOKEN_SCOPES = ["access:servers!server", "users:activity!user", "admin:auth_state!user"]
+# own user's current access token from the hub's token endpoint (auth/token_api.py), so sts-wire
+# can renew its S3 keys. Not auth_state: the refresh token and ID token stay in the hub.
+SERVER_TOKEN_SCOPES = ["access:servers!server", "users:activity!user", f"{ACCESS_TOKEN_SCOPE}!user"]
+
+# Users hold the scope for themselves (a server's token gets the part of server_token_scopes that
+# its user holds), and nothing of auth_state.
+USER_ROLE = {"name": "user", "scopes": ["self", f"{ACCESS_TOKEN_SCOPE}!user"]}
 
 # The only variables a user's server inherits from the hub's environment, which may hold the client
 # secret and the crypt key: those must never reach a user's server.
 SERVER_ENV_KEEP = ["PATH", "LANG", "LC_ALL", "TZ"]
+
+# auth section key -> IAMAuthenticator trait, copied when set.
+_AUTH_TRAITS = (("scopes", "scope"), ("username_claim", "username_claim"), ("groups_claim", "groups_claim"),
+                ("groups_source", "groups_source"), ("group_rename", "group_rename"), ("pkce", "enable_pkce"),
+                ("login_service", "login_service"), ("refresh_margin_seconds", "refresh_margin"),
+                ("access_token_audiences", "access_token_audiences"),
+                ("access_token_audience_unchecked", "access_token_audience_unchecked"),
+                ("extra_authorize_params", "extra_authorize_params"))
 
 
 def apply(c, hub: Mapping, auth: Mapping, resolve_secret: Callable[[object, str], str]) -> None:
@@ -44,9 +60,8 @@ def _apply_hub(c, hub: Mapping, resolve_secret) -> None:
     c.Spawner.cmd = [hub.get("singleuser_cmd") or str(Path(sys.executable).with_name("jupyterhub-singleuser"))]
     c.Spawner.server_token_scopes = SERVER_TOKEN_SCOPES
     c.Spawner.env_keep = SERVER_ENV_KEEP
-    # Users hold the scope, so their servers may be granted it (JupyterHub hands a server token the
-    # subset of server_token_scopes its user holds).
-    c.JupyterHub.load_roles = [{"name": "user", "scopes": ["self", "admin:auth_state!user"]}]
+    c.JupyterHub.custom_scopes = {**CUSTOM_SCOPES}
+    c.JupyterHub.load_roles = [USER_ROLE]
 
 
 def _apply_auth(c, auth: Mapping, resolve_secret) -> None:
@@ -56,12 +71,7 @@ def _apply_auth(c, auth: Mapping, resolve_secret) -> None:
     a.client_id = auth["client_id"]
     if auth.get("client_secret") is not None:  # None: a public client, protected by PKCE
         a.client_secret = resolve_secret(auth["client_secret"], "auth.client_secret")
-    for key, trait in (("scopes", "scope"), ("username_claim", "username_claim"), ("groups_claim", "groups_claim"),
-                       ("groups_source", "groups_source"), ("group_rename", "group_rename"),
-                       ("pkce", "enable_pkce"), ("login_service", "login_service"),
-                       ("refresh_margin_seconds", "refresh_margin"),
-                       ("access_token_audience", "access_token_audience"),
-                       ("extra_authorize_params", "extra_authorize_params")):
+    for key, trait in _AUTH_TRAITS:
         if auth.get(key) is not None:
             setattr(a, trait, auth[key])
     a.allowed_groups = set(auth.get("allowed_groups", []))
@@ -71,4 +81,9 @@ def _apply_auth(c, auth: Mapping, resolve_secret) -> None:
     if auth.get("ca_file"):
         # Trust exactly this bundle for the IdP's TLS (TLS verification always stays on).
         a.http_request_kwargs = {"ca_certs": str(auth["ca_file"])}
-
+    # Discovery once, now, in a worker thread: the hub serves nothing yet, and no request will
+    # ever wait on the IdP's discovery document. A wrong issuer stops the hub with the reason.
+    try:
+        a.oidc_configuration = discover_at_startup(auth["issuer"], auth.get("ca_file"))
+    except DiscoveryError as e:
+        sys.exit(f"jhub-cloud: the identity provider (auth.issuer) cannot be used: {e}")

@@ -1,5 +1,6 @@
 """IAMAuthenticator against the real IdP: a token is used only after full verification."""
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -111,7 +112,7 @@ async def test_unknown_key_id_refetches_jwks_at_most_once_per_interval(idp, auth
         with pytest.raises(HTTPError):
             await authenticator._token_to_auth_model({**tok, "access_token": forge(idp, {}, headers={"kid": "new"})})
     assert len(calls) == 1  # a flood of unknown key ids does not hammer the IdP
-    authenticator.verifier._fetched_at -= authenticator.verifier.min_refetch_seconds + 1
+    authenticator.verifier.keys.loaded_at -= authenticator.verifier.min_refetch_seconds + 1
     with pytest.raises(HTTPError):
         await authenticator._token_to_auth_model({**tok, "access_token": forge(idp, {}, headers={"kid": "new"})})
     assert len(calls) == 2  # after the interval an unknown key id re-fetches (key rotation)
@@ -127,6 +128,30 @@ async def test_groups_from_the_id_token_with_rename(idp):
 
 
 def test_discovery_failure_says_what_to_check(pki):
+    from sts_wire.core.oidc import DiscoveryError
+
     auth = IAMAuthenticator(issuer="https://127.0.0.1:9", client_id="x", discovery_timeout=1)
-    with pytest.raises(RuntimeError, match="OpenID discovery at https://127.0.0.1:9/.well-known/openid-configuration"):
+    with pytest.raises(DiscoveryError, match=r"OpenID discovery at https://127.0.0.1:9/.well-known/openid-config"
+                                             r"uration: the IdP cannot be reached"):
         _ = auth.discovered
+
+
+async def test_discovery_in_the_hub_never_blocks_the_event_loop(pki):
+    """An unreachable IdP: the loop keeps running while discovery retries, then a clear 503."""
+    auth = IAMAuthenticator(issuer="https://127.0.0.1:9", client_id="x", discovery_timeout=2)
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.05)
+
+    t = asyncio.ensure_future(ticker())
+    try:
+        with pytest.raises(HTTPError) as e:
+            await auth.ensure_discovered()
+    finally:
+        t.cancel()
+    assert e.value.status_code == 503 and "cannot be reached" in e.value.log_message
+    assert ticks >= 20  # about 2 s of retries, during which the loop ran

@@ -1,63 +1,103 @@
 """IAMAuthenticator: OAuthenticator's GenericOAuthenticator plus what research IdPs need.
 
-Adds: endpoints by discovery from the issuer, verified JWTs (ID token and access token), groups
-from any claim, login refused outside `allowed_groups`, admin from `admin_groups`, IdP groups kept
-as JupyterHub groups, tokens in auth_state refreshed ahead of expiry.
+Adds: endpoints by discovery from the issuer (never on the event loop), verified JWTs (ID token
+and access token, with `sts_wire.core.jwt`), groups from any claim of the access token, the ID
+token or the userinfo endpoint, login refused outside `allowed_groups`, admin from
+`admin_groups`, IdP groups kept as JupyterHub groups, and tokens refreshed ahead of expiry
+(`refresh.py`). One path from tokens to the user model serves login and refresh.
 """
 
 from __future__ import annotations
 
-import time
+import asyncio
+from inspect import isawaitable
 
-import requests
 from oauthenticator.generic import GenericOAuthenticator
-from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
-from tornado.httpclient import HTTPClientError
+from oauthenticator.oauth2 import OAuthLoginHandler
 from tornado.web import HTTPError
-from traitlets import Dict, Enum, Int, List, Unicode, default
+from traitlets import Bool, Dict, Enum, Float, Int, List, Unicode, default, validate
 
-from .groups import admin_from_groups, groups_from_claims, is_allowed
-from .jwt_verify import DEFAULT_ALGORITHMS, JWKSVerifier, TokenInvalid, unverified_exp
+from sts_wire.core.jwt import ALGORITHMS, AsyncVerifier, TokenInvalid, unverified_exp
+from sts_wire.core.oidc import DiscoveryError
+
+from .discovery import discover_for_login
+from .groups import admin_from_groups, groups_from_claims
+from .refresh import RefreshMixin
+from .scopes import DEFAULT_SCOPES
+from .token_api import HANDLERS as TOKEN_API_HANDLERS
+
+# Token response fields worth keeping (the raw response may carry provider-specific extras).
+_TOKEN_FIELDS = ("access_token", "refresh_token", "id_token", "token_type", "scope", "expires_in")
 
 
-class IAMAuthenticator(GenericOAuthenticator):
+class IAMLoginHandler(OAuthLoginHandler):
+    """The login redirect, after discovery has resolved (asynchronously, off the event loop)."""
+
+    async def get(self):
+        await self.authenticator.ensure_discovered()
+        return super().get()
+
+
+class IAMAuthenticator(RefreshMixin, GenericOAuthenticator):
     """Log in with an OpenID Connect provider (INDIGO IAM, Keycloak, EGI Check-in, ...)."""
+
+    login_handler = IAMLoginHandler
 
     issuer = Unicode(
         config=True,
         help="""The OpenID Connect issuer URL. Endpoints (authorize, token, userinfo, JWKS) are
         found by discovery at <issuer>/.well-known/openid-configuration.""",
     )
+    oidc_configuration = Dict(
+        config=True,
+        help="""The issuer's discovery document, when already fetched (jhub-cloud's hub
+        configuration fetches it at start-up in a worker thread and stops the hub with a clear
+        message if it cannot). Empty: fetched in a worker thread on first use.""",
+    )
     groups_claim = Unicode(
         "groups", config=True,
-        help="""Claim holding the user's groups: 'groups', 'wlcg.groups' (INDIGO IAM), or a dotted
-        path into nested claims such as 'realm_access.roles'.""",
+        help="""Claim holding the user's groups: 'groups', 'wlcg.groups' (INDIGO IAM),
+        'eduperson_entitlement' (EGI Check-in), or a dotted path into nested claims such as
+        'realm_access.roles'.""",
     )
     groups_source = Enum(
         ["access_token", "id_token", "userinfo"], "access_token", config=True,
         help="""Where the groups claim is read: the JWT access token (verified against the issuer's
-        keys; INDIGO IAM puts wlcg.groups there), the ID token (verified), or the userinfo endpoint.""",
+        keys; INDIGO IAM puts wlcg.groups there), the ID token (verified), or the issuer's userinfo
+        endpoint, called with the access token (EGI Check-in's entitlements).""",
     )
     group_rename = Dict(
         Unicode(), config=True,
         help="""Map IdP group names to hub group names, applied after normalising (leading '/'
         removed), e.g. {"cms/users": "cms"}.""",
     )
-    access_token_audience = Unicode(
-        config=True,
-        help="Audience the JWT access token must carry. Default: the client id.",
+    access_token_audiences = List(
+        Unicode(), config=True,
+        help="""Audiences accepted on the JWT access token (it must name at least one). Empty: the
+        client id.""",
+    )
+    access_token_audience_unchecked = Bool(
+        False, config=True,
+        help="""The IdP puts no usable 'aud' in access tokens (Keycloak without an audience mapper,
+        INDIGO IAM when no audience is requested): do not check it. Signature, issuer, expiry and
+        subject are still checked. Exclusive with access_token_audiences.""",
     )
     jwt_algorithms = List(
-        Unicode(), list(DEFAULT_ALGORITHMS), config=True,
+        Unicode(), list(ALGORITHMS), config=True,
         help="Signature algorithms accepted on JWTs. 'none' and HMAC algorithms are never accepted.",
     )
     jwt_leeway = Int(30, config=True, help="Seconds of clock skew tolerated when checking expiry.")
-    refresh_margin = Int(
-        300, config=True,
-        help="""Refresh the access token when it expires within this many seconds. Refreshes happen
-        before a spawn and on requests (at most every `auth_refresh_age` seconds).""",
-    )
-    discovery_timeout = Int(60, config=True, help="Seconds to keep retrying discovery at hub start.")
+    discovery_timeout = Int(60, config=True,
+                            help="Seconds to keep retrying discovery while the IdP cannot be reached.")
+    idp_timeout = Float(10, config=True,
+                        help="Seconds to wait for the IdP on each request (token, userinfo, keys).")
+
+    @validate("jwt_algorithms")
+    def _validate_algorithms(self, proposal):
+        bad = [a for a in proposal.value if a not in ALGORITHMS]
+        if bad:
+            raise ValueError(f"JWT algorithms {bad} are not accepted; choose among {', '.join(ALGORITHMS)}")
+        return proposal.value
 
     # Sensible defaults for this authenticator (each still configurable as in OAuthenticator).
     @default("enable_auth_state")
@@ -82,7 +122,7 @@ class IAMAuthenticator(GenericOAuthenticator):
 
     @default("scope")
     def _scope_default(self):
-        return ["openid", "profile", "email", "offline_access"]
+        return list(DEFAULT_SCOPES)
 
     @default("username_claim")
     def _username_claim_default(self):
@@ -95,50 +135,44 @@ class IAMAuthenticator(GenericOAuthenticator):
                 "If you should have access, ask your group manager to add you at the identity "
                 "provider, then log in again.")
 
-    @default("access_token_audience")
-    def _access_token_audience_default(self):
-        return self.client_id
-
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self._discovered = None
+        if self.access_token_audience_unchecked and self.access_token_audiences:
+            raise ValueError("IAMAuthenticator: access_token_audiences and access_token_audience_unchecked "
+                             "exclude each other: list the accepted audiences, or say the IdP sets none")
         self._verifier = None
+        self._discovery_lock = asyncio.Lock()
+
+    @property
+    def audiences(self) -> list[str] | None:
+        """Accepted access-token audiences; None when the site said its IdP sets no usable aud."""
+        if self.access_token_audience_unchecked:
+            return None
+        return list(self.access_token_audiences) or [self.client_id]
 
     # --- discovery and keys ---------------------------------------------------------------------
+    def _ca_file(self) -> str | None:
+        return self.http_request_kwargs.get("ca_certs")
+
+    async def ensure_discovered(self) -> dict:
+        if not self.oidc_configuration:
+            async with self._discovery_lock:
+                if not self.oidc_configuration:
+                    try:
+                        self.oidc_configuration = await asyncio.to_thread(
+                            discover_for_login, self.issuer, self._ca_file(), self.discovery_timeout, self.idp_timeout)
+                    except DiscoveryError as e:
+                        self.log.error("%s", e)
+                        raise HTTPError(503, f"The identity provider cannot be used right now: {e}") from None
+        return self.oidc_configuration
+
     @property
     def discovered(self) -> dict:
-        """The issuer's discovery document, fetched once, retried while the IdP is unreachable.
-
-        Synchronous on purpose: OAuthenticator reads the endpoint URLs as plain attributes, and this
-        runs once per hub process.
-        """
-        if self._discovered is None:
-            if not self.issuer:
-                raise ValueError("IAMAuthenticator.issuer is not set: give the OpenID Connect issuer URL")
-            url = self.issuer.rstrip("/") + "/.well-known/openid-configuration"
-            verify = self.http_request_kwargs.get("ca_certs") or True
-            if not self.validate_server_cert:
-                verify = False
-
-            @retry(stop=stop_after_delay(self.discovery_timeout), wait=wait_exponential(max=5), reraise=True,
-                   retry=retry_if_exception_type((requests.ConnectionError, requests.Timeout)))
-            def fetch():
-                r = requests.get(url, verify=verify, timeout=10, headers={"Accept": "application/json"})
-                r.raise_for_status()
-                return r.json()
-
-            try:
-                doc = fetch()
-            except (requests.RequestException, ValueError) as e:
-                raise RuntimeError(f"OpenID discovery at {url} failed: {e}. Check auth.issuer and that "
-                                   "the hub trusts the IdP's TLS certificate (auth.ca_file).") from None
-            for key in ("authorization_endpoint", "token_endpoint", "jwks_uri", "issuer"):
-                if not isinstance(doc.get(key), str):
-                    raise RuntimeError(f"OpenID discovery at {url} has no {key!r}: is this an OIDC issuer?")
-            if doc["issuer"].rstrip("/") != self.issuer.rstrip("/"):
-                raise RuntimeError(f"OpenID discovery at {url} names issuer {doc['issuer']!r}, not {self.issuer!r}")
-            self._discovered = doc
-        return self._discovered
+        """The discovery document; fetched here (blocking) only when nothing resolved it before."""
+        if not self.oidc_configuration:
+            self.oidc_configuration = discover_for_login(self.issuer, self._ca_file(), self.discovery_timeout,
+                                                         self.idp_timeout)
+        return self.oidc_configuration
 
     @default("authorize_url")
     def _authorize_url_default(self):
@@ -148,66 +182,104 @@ class IAMAuthenticator(GenericOAuthenticator):
     def _token_url_default(self):
         return self.discovered["token_endpoint"] if self.issuer else ""
 
-    @default("userdata_url")
-    def _userdata_url_default(self):
-        return self.discovered.get("userinfo_endpoint", "") if self.issuer else ""
+    def get_handlers(self, app):
+        # The access-token endpoint for users' servers (token_api.py) rides on the login's handlers.
+        return super().get_handlers(app) + TOKEN_API_HANDLERS
+
+    async def httpfetch(self, url, label="fetching", parse_json=True, raise_error=True, **kwargs):
+        # A bounded wait: a hung IdP must not hold a login or a refresh forever.
+        kwargs.setdefault("request_timeout", self.idp_timeout)
+        kwargs.setdefault("connect_timeout", self.idp_timeout)
+        return await super().httpfetch(url, label, parse_json, raise_error, **kwargs)
+
+    async def get_token_info(self, handler, params):
+        await self.ensure_discovered()
+        return await super().get_token_info(handler, params)
 
     @property
-    def verifier(self) -> JWKSVerifier:
+    def verifier(self) -> AsyncVerifier:
         if self._verifier is None:
             async def fetch_jwks():
-                return await self.httpfetch(self.discovered["jwks_uri"], "Fetching JWKS", method="GET",
+                doc = await self.ensure_discovered()
+                return await self.httpfetch(doc["jwks_uri"], "Fetching JWKS", method="GET",
                                             validate_cert=self.validate_server_cert)
 
-            self._verifier = JWKSVerifier(self.discovered["issuer"], fetch_jwks, self.jwt_algorithms,
-                                          self.jwt_leeway)
+            self._verifier = AsyncVerifier(self.discovered["issuer"] if self.oidc_configuration else self.issuer,
+                                           fetch_jwks, self.audiences, self.jwt_algorithms, self.jwt_leeway)
         return self._verifier
 
-    # --- token → user model (shared by login and refresh) --------------------------------------
-    async def _verified(self, token_info: dict, which: str) -> dict:
-        token = token_info.get(which)
+    # --- tokens → user model (shared by login and refresh) -------------------------------------
+    async def _verified(self, token: str | None, label: str, audiences) -> dict:
         if not token:
-            raise HTTPError(403, f"The identity provider returned no {which.replace('_', ' ')}.")
-        audience = self.client_id if which == "id_token" else self.access_token_audience
+            raise HTTPError(403, f"The identity provider returned no {label}.")
+        await self.ensure_discovered()
         try:
-            return await self.verifier.verify(token, audience)
+            return await self.verifier.verify(token, audiences)
         except TokenInvalid as e:
-            self.log.warning("Refusing a login: the %s is invalid: %s", which, e)
-            raise HTTPError(403, f"The identity provider's {which.replace('_', ' ')} is invalid ({e}).") from None
+            self.log.warning("Refusing a token: the %s is invalid: %s", label, e)
+            raise HTTPError(403, f"The identity provider's {label} is invalid ({e}).") from None
 
-    async def token_to_user(self, token_info):
-        if self.userdata_from_id_token:
-            return await self._verified(token_info, "id_token")
-        return await super().token_to_user(token_info)
+    async def userinfo(self, access_token: str) -> dict:
+        """The userinfo endpoint's answer for this access token (OIDC Core 5.3)."""
+        doc = await self.ensure_discovered()
+        url = doc.get("userinfo_endpoint")
+        if not url:
+            raise HTTPError(403, "groups_source is userinfo, but the identity provider has no userinfo endpoint.")
+        info = await self.httpfetch(url, "Fetching userinfo", method="GET", validate_cert=self.validate_server_cert,
+                                    headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"})
+        if not isinstance(info, dict):
+            raise HTTPError(403, "The identity provider's userinfo answer is not a JSON object.")
+        return info
 
-    async def update_auth_model(self, auth_model):
-        state = auth_model["auth_state"]
-        token_info = state["token_response"]
-        if self.groups_source == "userinfo":
-            claims = state[self.user_auth_state_key] if not self.userdata_from_id_token else \
-                await GenericOAuthenticator.token_to_user(self, token_info)
-        elif self.groups_source == "id_token" and self.userdata_from_id_token:
-            claims = state[self.user_auth_state_key]
+    async def _user_claims(self, token_info: dict, previous: dict | None) -> dict:
+        """Who the user is: the verified ID token, or on a refresh without one (allowed by OIDC
+        Core 12.2) the claims verified at the last login or refresh."""
+        if token_info.get("id_token") or not previous:
+            claims = await self._verified(token_info.get("id_token"), "id token", [self.client_id])
         else:
-            claims = await self._verified(token_info, self.groups_source)
-        groups = groups_from_claims(claims, self.groups_claim, self.group_rename)
-        state["groups"] = groups
-        state["expires_at"] = self._expires_at(token_info)
-        # Keep no second copy of the tokens: token_response holds them already, and the raw
-        # response carries nothing else we need.
-        state["token_response"] = {k: v for k, v in token_info.items() if k in ("access_token", "refresh_token",
-                                                                               "id_token", "token_type", "scope",
-                                                                               "expires_in")}
-        if auth_model["admin"] is None and self.admin_groups:
-            auth_model["admin"] = admin_from_groups(groups, self.admin_groups)
-        return auth_model
+            claims = previous.get(self.user_auth_state_key) or {}
+        if previous:
+            before = (previous.get(self.user_auth_state_key) or {}).get("sub")
+            if before and claims.get("sub") != before:
+                raise HTTPError(403, "The refreshed tokens are for another subject than the logged-in user.")
+        return claims
 
-    @staticmethod
-    def _expires_at(token_info: dict) -> float:
-        exp = unverified_exp(token_info["access_token"])
-        if exp is None and token_info.get("expires_in"):
-            exp = time.time() + float(token_info["expires_in"])
-        return exp or 0.0
+    async def _groups_claims(self, token_info: dict, user_claims: dict) -> dict:
+        if self.groups_source == "id_token":
+            return user_claims
+        if self.groups_source == "access_token":
+            claims = await self._verified(token_info.get("access_token"), "access token", self.audiences)
+        else:
+            claims = await self.userinfo(token_info["access_token"])
+        if claims.get("sub") and user_claims.get("sub") and claims["sub"] != user_claims["sub"]:
+            raise HTTPError(403, f"The {self.groups_source.replace('_', ' ')} names another subject than the "
+                                 "ID token.")
+        return claims
+
+    async def _token_to_auth_model(self, token_info, previous: dict | None = None):
+        """The auth model from a token response; `previous` is the auth_state being refreshed."""
+        user_claims = await self._user_claims(token_info, previous)
+        username = self.normalize_username(self.user_info_to_username(user_claims))
+        groups = groups_from_claims(await self._groups_claims(token_info, user_claims), self.groups_claim,
+                                    self.group_rename)
+        token_info = {k: v for k, v in token_info.items() if k in _TOKEN_FIELDS}
+        if previous and not token_info.get("id_token") and previous.get("id_token"):
+            token_info["id_token"] = previous["id_token"]  # the last one, e.g. for an id_token_hint
+        state = self.build_auth_state_dict(token_info, user_claims)
+        if isawaitable(state):
+            state = await state
+        state["groups"] = groups
+        state["expires_at"] = expires_at(token_info)
+        if self.modify_auth_state_hook is not None:
+            state = await self._call_modify_auth_state_hook(state)
+        if previous is None:
+            self.forget(username)  # a new login replaces whatever a refresh left in memory
+        model = {"name": username, "admin": True if username in self.admin_users else None, "auth_state": state}
+        if self.manage_groups:
+            model = await self._apply_managed_groups(model)
+        elif self.admin_groups and not model["admin"]:
+            model["admin"] = admin_from_groups(groups, self.admin_groups)
+        return model
 
     async def check_allowed(self, username, auth_model):
         allowed = await super().check_allowed(username, auth_model)
@@ -216,39 +288,13 @@ class IAMAuthenticator(GenericOAuthenticator):
             self.log.warning("Refusing login of %s: groups %s, none in allowed_groups", username, groups)
         return allowed
 
-    # --- refresh -------------------------------------------------------------------------------
-    async def refresh_user(self, user, handler=None, **kwargs):
-        """Renew the access token when it is near expiry; a refusal by the IdP means a new login.
 
-        Group changes at the IdP take effect here too: leaving `admin_groups` takes admin away,
-        leaving every allowed group ends the session.
-        """
-        if not self.enable_auth_state:
-            return True
-        state = await user.get_auth_state()
-        if not state or not state.get("token_response"):
-            return False
-        if state.get("expires_at", 0) - time.time() > self.refresh_margin:
-            return True
-        refresh_token = state.get("refresh_token")
-        if not refresh_token:
-            self.log.info("Access token of %s expires and there is no refresh token: new login needed", user.name)
-            return False
-        try:
-            token_info = await self.get_token_info(handler, self.build_refresh_token_request_params(refresh_token))
-        except (HTTPClientError, HTTPError) as e:
-            code = getattr(e, "code", getattr(e, "status_code", "?"))
-            self.log.info("The IdP refused to refresh the token of %s (HTTP %s): new login needed", user.name, code)
-            return False
-        token_info.setdefault("refresh_token", refresh_token)
-        try:
-            model = await self._token_to_auth_model(token_info)
-        except HTTPError as e:
-            self.log.warning("Refreshed token of %s is not usable (%s): new login needed", user.name, e.log_message)
-            return False
-        if self.allowed_groups and not self.allow_all and user.name not in self.admin_users \
-                and not is_allowed(model["auth_state"]["groups"], self.allowed_groups):
-            self.log.info("%s is no longer in an allowed group: new login needed", user.name)
-            return False
-        self.log.info("Refreshed the access token of %s", user.name)
-        return model
+def expires_at(token_info: dict) -> float:
+    """When the access token expires: its `exp` (a token we got from the token endpoint ourselves),
+    else `expires_in` from now."""
+    import time
+
+    exp = unverified_exp(token_info["access_token"])
+    if exp is None and token_info.get("expires_in"):
+        exp = time.time() + float(token_info["expires_in"])
+    return exp or 0.0
