@@ -134,6 +134,10 @@ def _profile_problems(p: Path, profile: dict, backends, groups: dict, clean) -> 
     settings = backends.get(backend) if isinstance(backends, dict) else None
     out += _choice_problems((*p, "choices"), choices, backend, _dict(settings))
     out += _beyond_limits((*p, "choices"), choices, profile_groups, groups, clean)
+    if "kubernetes" in profile and backend != "kubernetes" and isinstance(backend, str):
+        out.append(Problem((*p, "kubernetes"), (
+            f"a kubernetes block applies only to profiles on the kubernetes backend, not "
+            f"{backend}; remove it or set backend: kubernetes")))
     mounts = profile.get("mounts")
     if isinstance(mounts, list) and clean((*p, "mounts")):
         out += _mount_problems((*p, "mounts"), mounts)

@@ -62,6 +62,8 @@ class Profile:
     choices: Mapping[str, Choice]  # keys in CHOICE_NAMES order; gpus always present
     mounts: tuple[Mount, ...] = ()
     environment: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # The profile's settings for its own backend (its `kubernetes:` block), read-only.
+    backend_options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)
@@ -166,4 +168,5 @@ def _profile(p: dict) -> Profile:
             Mount(m["bucket"], m["path"], m["read_only"], m["group"]) for m in p["mounts"]
         ),
         environment=MappingProxyType(dict(p["environment"])),
+        backend_options=MappingProxyType(copy.deepcopy(p.get(p["backend"]) or {})),
     )

@@ -103,6 +103,7 @@ def decide(
         time_limit=chosen["time_limit"],
         mounts=offer.mounts,
         environment=profile.environment,
+        backend_options=profile.backend_options,
     )
     refusal = _over_limits(resources, list(running), totals)
     return refusal or Allowed(profile=name, resources=resources)

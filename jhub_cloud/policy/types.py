@@ -90,6 +90,9 @@ class Resources:
     time_limit: str | None = None
     mounts: tuple[Mount, ...] = ()
     environment: Mapping[str, str] = field(default_factory=_empty)
+    # The profile's own settings for its backend (e.g. node_selector and tolerations for
+    # kubernetes): site data, never from the form.
+    backend_options: Mapping = field(default_factory=_empty)
 
 
 @dataclass(frozen=True)
