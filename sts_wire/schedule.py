@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
 
 # Renew once this share of a lifetime has passed: with 60 s keys, at 40 s; with 1 h, at 40 min.
@@ -53,3 +54,9 @@ def retry_delay(attempt: int, now: float, deadline: float | None, cap: float = 3
         if left > 0:
             d = min(d, max(1.0, left / 3))
     return d
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,16 +1,16 @@
-"""Keys that renew themselves and mounts that stay up: the running part of sts-wire.
+"""Mounts that stay up: the supervision part of sts-wire (keys: sts_wire.credentials).
 
 Everything runs from one loop in the main thread (``tick``): renew the token and the keys ahead
 of time, watch every rclone process, probe every mount with a time limit, remount with bounded
-backoff. rclone processes are only ever started from the main thread, under ``setpriv
---pdeathsig TERM``, so they end if sts-wire is killed.
+backoff. Renewals go on while a mount is being (re)started. rclone processes are only ever
+started from the main thread with a parent-death signal (``setpriv --pdeathsig TERM``, else
+prctl), so they end if sts-wire is killed.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import datetime
 import errno
 import http.client
 import json
@@ -21,171 +21,22 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import mounts as fs
 from . import rclone as rc
+from .credentials import Credentials
 from .errors import Exit, StsWireError
+from .process import die_with_parent
 from .runtime import Runtime, write_private
-from .schedule import Lifetime, backoff, retry_delay
+from .schedule import backoff, iso, retry_delay
 from .spec import MountSpec, Spec, mount_id
-from .sts import Keys, assume_role, probe_bucket, s3_client
-from .tokens import Token, TokenSource
+from .sts import probe_bucket, s3_client
+from .tokens import TokenSource
 
 log = logging.getLogger("sts_wire")
-
-
-def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class SecretFilter(logging.Filter):
-    """Last line of defence: any current secret that reaches a log record is masked."""
-
-    def __init__(self):
-        super().__init__()
-        self.secrets: set[str] = set()
-
-    def add(self, *values: str | None) -> None:
-        for v in values:
-            if v and len(v) >= 8:
-                self.secrets.add(v)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            msg = record.getMessage()
-            hit = False
-            for s in self.secrets:
-                if s in msg:
-                    msg = msg.replace(s, "***")
-                    hit = True
-            if hit:
-                record.msg, record.args = msg, ()
-        return True
-
-
-SECRETS = SecretFilter()
-
-
-# --- token and keys ----------------------------------------------------------------------------
-class Credentials:
-    """The OIDC token and the STS keys, renewed ahead of expiry, retried with backoff."""
-
-    def __init__(self, source: TokenSource, spec: Spec, runtime: Runtime):
-        self.source, self.spec, self.runtime = source, spec, runtime
-        self.token: Token | None = None
-        self.keys: Keys | None = None
-        self.last_renewal: float | None = None
-        self.renewals = 0
-        self.token_renewals = 0
-        self.failures = 0
-        self.next_try: float = 0.0
-        self.token_next_try: float = 0.0
-        self.last_error: StsWireError | None = None
-
-    # token
-    def _token_due(self, now: float) -> bool:
-        t = self.token
-        if t is None:
-            return True
-        if self.source.changed():
-            return True
-        if t.expires_at is None or now < self.token_next_try:
-            return False
-        return now >= Lifetime(t.obtained_at, t.expires_at).renew_at(max_lead=300)
-
-    def _fresh_token(self, now: float) -> Token:
-        if self._token_due(now):
-            old = self.token
-            tok = self.source.fetch()
-            SECRETS.add(tok.access_token, tok.refresh_token)
-            if old is not None and tok.access_token == old.access_token:
-                # The source has nothing newer yet (the hub refreshes on its own schedule, a
-                # token file is rewritten by someone else): ask again later, not at every tick.
-                left = (old.expires_at - now) if old.expires_at else 60.0
-                self.token_next_try = now + max(5.0, min(30.0, left / 4))
-                log.debug("no newer token yet from %s; asking again in %.0f s", self.source.describe(),
-                          self.token_next_try - now)
-                return old
-            self.token, self.token_next_try = tok, 0.0
-            if old is not None:
-                self.token_renewals += 1
-            log.info("token from %s%s", self.source.describe(),
-                     f", valid until {iso(tok.expires_at)}" if tok.expires_at else "")
-        return self.token
-
-    # keys
-    def keys_due(self, now: float) -> bool:
-        k = self.keys
-        return k is None or now >= Lifetime(k.obtained_at, k.expires_at).renew_at()
-
-    def renew_keys(self, now: float | None = None) -> Keys:
-        now = time.time() if now is None else now
-        tok = self._fresh_token(now)
-        keys = assume_role(self.spec.sts, tok.access_token, now)
-        SECRETS.add(keys.secret_access_key, keys.session_token)
-        life = Lifetime(keys.obtained_at, keys.expires_at)
-        write_private(self.runtime.keys_file, keys.process_json(life.reported_expiry()))
-        first = self.keys is None
-        self.keys = keys
-        self.last_renewal = now
-        if not first:
-            self.renewals += 1
-        log.info("S3 keys %s (access key %s...), valid until %s, next renewal at %s",
-                 "obtained" if first else "renewed", keys.access_key_id[:4], iso(keys.expires_at),
-                 iso(life.renew_at()))
-        return keys
-
-    def start(self) -> Keys:
-        return self.renew_keys()
-
-    def tick(self, now: float) -> bool:
-        """Renew what is due; never raises. Returns True when keys changed."""
-        if now < self.next_try:
-            return False
-        try:
-            if self.keys_due(now):
-                self.renew_keys(now)
-                changed = True
-            else:
-                if self._token_due(now) and self.token is not None:
-                    self._fresh_token(now)
-                changed = False
-        except StsWireError as e:
-            self.failures += 1
-            deadline = self.keys.expires_at if self.keys else None
-            delay = retry_delay(self.failures - 1, now, deadline)
-            self.next_try = now + delay
-            self.last_error = e
-            left = f"; keys still valid for {int(deadline - now)} s" if deadline and deadline > now else ""
-            log.warning("renewal failed (%s)%s; retrying in %.0f s", e.message, left, delay)
-            return False
-        except Exception as e:  # noqa: BLE001 - a bug must not stop the renewals
-            self.failures += 1
-            self.next_try = now + backoff(self.failures - 1, 1, 30)
-            log.exception("renewal failed unexpectedly: %s", type(e).__name__)
-            return False
-        self.failures = 0
-        self.last_error = None
-        return changed
-
-    def next_due(self) -> float:
-        cands = [self.next_try]
-        if self.keys:
-            cands.append(Lifetime(self.keys.obtained_at, self.keys.expires_at).renew_at())
-        return max(cands)
-
-    def state(self) -> dict:
-        return {"token_source": self.source.describe(),
-                "token_expires": iso(self.token.expires_at) if self.token else None,
-                "keys_expire": iso(self.keys.expires_at) if self.keys else None,
-                "access_key": (self.keys.access_key_id[:4] + "...") if self.keys else None,
-                "last_renewal": iso(self.last_renewal), "key_renewals": self.renewals,
-                "token_renewals": self.token_renewals,
-                "last_error": self.last_error.message if self.last_error else None}
 
 
 # --- one mount ---------------------------------------------------------------------------------
@@ -250,7 +101,8 @@ class Supervisor:
     def __init__(self, spec: Spec, runtime: Runtime, source: TokenSource, *, rclone_bin: str,
                  allowed_roots: list[str], cache_base: Path, health_interval: float = 5.0,
                  health_timeout: float = 10.0, ready_timeout: float = 30.0, flush_timeout: float = 120.0,
-                 max_backoff: float = 60.0, log_level: str = "INFO", progress=None):
+                 max_backoff: float = 60.0, log_level: str = "INFO", progress=None,
+                 should_stop: Callable[[], bool] = lambda: False):
         self.spec, self.runtime = spec, runtime
         self.creds = Credentials(source, spec, runtime)
         self.rclone_bin = rclone_bin
@@ -259,6 +111,7 @@ class Supervisor:
         self.ready_timeout, self.flush_timeout, self.max_backoff = ready_timeout, flush_timeout, max_backoff
         self.log_level = log_level
         self.progress = progress or (lambda msg: log.info("%s", msg))
+        self.should_stop = should_stop
         self.started = time.time()
         self.mounts: list[Mount] = []
         for m in spec.mounts:
@@ -277,10 +130,15 @@ class Supervisor:
         write_private(self.aws_conf, rc.aws_config_text(self.runtime.keys_file))
         self.env = rc.environment(os.environ, self.rclone_conf, self.aws_conf, self.runtime.empty)
 
+    def processes(self) -> list[subprocess.Popen]:
+        """The rclone processes (for the reaper)."""
+        return [m.proc for m in self.mounts if m.proc is not None]
+
     # ---- start ----
     def start(self) -> list[Mount]:
         """Get keys, check buckets, start every rclone, wait until all are ready (or failed).
-        Returns the mounts that failed (each with last_error)."""
+        Returns the mounts that failed (each with last_error). Returns early, leaving the rest
+        pending, as soon as ``should_stop()`` is true."""
         t0 = time.monotonic()
         try:
             fs.check_fuse()
@@ -299,6 +157,8 @@ class Supervisor:
             for m in self.mounts:
                 self._fail(m, e, time.time())
             self.write_state(force=True)
+            return list(self.mounts)
+        if self.should_stop():
             return list(self.mounts)
         self._start_mounts(self.mounts)
         self.wait_ready([m for m in self.mounts if m.state == "starting"])
@@ -362,9 +222,10 @@ class Supervisor:
         if self._setpriv:
             argv = [self._setpriv, "--pdeathsig", "TERM", "--", *argv]
         self._log_mark(m, "starting rclone")
-        m.proc = subprocess.Popen(argv, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                  stderr=open(m.log_file, "ab"),  # noqa: SIM115 - the child owns it
-                                  start_new_session=True, cwd="/")
+        with open(m.log_file, "ab") as log_fd:
+            m.proc = subprocess.Popen(argv, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                      stderr=log_fd, start_new_session=True, cwd="/",
+                                      preexec_fn=None if self._setpriv else die_with_parent)
         m.started_at = time.time()
         m.state = "starting"
         m.probe = None
@@ -379,7 +240,9 @@ class Supervisor:
         pending = {m.mid: m for m in ms}
         listing: dict[str, fs.Probe] = {}
         last_note = time.monotonic()
-        while pending and time.monotonic() < deadline:
+        while pending and time.monotonic() < deadline and not self.should_stop():
+            if self.creds.keys is not None:
+                self.creds.tick(time.time())     # renewals go on while mounts (re)start
             table = fs.mount_table()
             for mid, m in list(pending.items()):
                 code = m.proc.poll() if m.proc else -1
@@ -406,6 +269,8 @@ class Supervisor:
                 self.progress(f"waiting for {', '.join(m.path for m in pending.values())} to be ready...")
                 last_note = time.monotonic()
             time.sleep(0.01)
+        if self.should_stop():
+            return
         for m in pending.values():
             self._kill(m)
             self._fail(m, StsWireError(f"{m.path} was not ready after {self.ready_timeout:.0f} s "

@@ -145,9 +145,9 @@ def test_token_and_keys_are_renewed_ahead_of_expiry(seaweedfs, idp, tmp_path):
     file rclone reads is rewritten 0600 with an expiry before the keys' real one."""
     import json
 
+    from sts_wire.credentials import Credentials
     from sts_wire.runtime import Runtime
     from sts_wire.spec import Spec, StsSpec
-    from sts_wire.supervisor import Credentials
     from sts_wire.tokens import FileSource
 
     login = idp.login("alice")
@@ -176,9 +176,9 @@ def test_a_source_with_nothing_newer_is_not_asked_at_every_tick(seaweedfs, idp, 
     """A hub (or a token file) that has no fresher token yet is asked again after a pause."""
     import json
 
+    from sts_wire.credentials import Credentials
     from sts_wire.runtime import Runtime
     from sts_wire.spec import Spec, StsSpec
-    from sts_wire.supervisor import Credentials
     from sts_wire.tokens import FileSource
 
     class Counting(FileSource):

@@ -180,6 +180,7 @@ def test_mount_one_bucket_in_the_foreground(seaweedfs, idp, tmp_path):
         carol = boto_as(seaweedfs, idp.login("carol"), "carol")
         wait_until(lambda: carol.get_object(Bucket="admins", Key="x.txt")["Body"].read()
                    == b"admins only\n", 20, "x.txt in S3")
+        wait_until(lambda: "press Ctrl-C to unmount" in wire.stderr(), 30, "the mount announced")
         wire.proc.send_signal(signal.SIGINT)
         assert wire.proc.wait(timeout=60) == 0
         assert "press Ctrl-C to unmount" in wire.stderr()
@@ -237,6 +238,7 @@ def test_mount_with_device_sign_in_at_the_terminal(seaweedfs, idp, tmp_path):
         wire.wait_mounted([target])
         (target / "dave.txt").write_text("from dave's laptop\n")
         assert (target / "dave.txt").read_text() == "from dave's laptop\n"
+        wait_until(lambda: "press Ctrl-C to unmount" in wire.stderr(), 30, "the mount announced")
         wire.proc.send_signal(signal.SIGINT)
         assert wire.proc.wait(timeout=60) == 0
         assert "Signed in." in wire.stderr() and fuse_mounts_under(wire.root) == []

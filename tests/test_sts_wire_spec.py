@@ -159,7 +159,7 @@ def test_hub_url_from_the_environment_must_be_https_unless_loopback():
 
 
 def test_spec_from_an_environment_variable():
-    from sts_wire.cli import read_spec_text
+    from sts_wire.app import read_spec_text
 
     assert read_spec_text("env:SPEC", {"SPEC": GOOD}) == GOOD
     for env, why in (({}, "environment variable SPEC is not set"), ({"SPEC": " "}, "SPEC is empty")):

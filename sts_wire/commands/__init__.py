@@ -1,0 +1,1 @@
+"""One module per sts-wire command: mount, run, check, status."""

@@ -1,0 +1,135 @@
+"""The OIDC token and the STS keys, renewed ahead of expiry and retried with jittered backoff.
+``tick`` never raises: a failed renewal is logged and tried again later."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from .errors import StsWireError
+from .redaction import SECRETS
+from .runtime import Runtime, write_private
+from .schedule import Lifetime, backoff, iso, retry_delay
+from .spec import Spec
+from .sts import Keys, assume_role
+from .tokens import Token, TokenSource
+
+log = logging.getLogger("sts_wire")
+
+
+# --- token and keys ----------------------------------------------------------------------------
+class Credentials:
+    """The OIDC token and the STS keys, renewed ahead of expiry, retried with backoff."""
+
+    def __init__(self, source: TokenSource, spec: Spec, runtime: Runtime):
+        self.source, self.spec, self.runtime = source, spec, runtime
+        self.token: Token | None = None
+        self.keys: Keys | None = None
+        self.last_renewal: float | None = None
+        self.renewals = 0
+        self.token_renewals = 0
+        self.failures = 0
+        self.next_try: float = 0.0
+        self.token_next_try: float = 0.0
+        self.last_error: StsWireError | None = None
+
+    # token
+    def _token_due(self, now: float) -> bool:
+        t = self.token
+        if t is None:
+            return True
+        if self.source.changed():
+            return True
+        if t.expires_at is None or now < self.token_next_try:
+            return False
+        return now >= Lifetime(t.obtained_at, t.expires_at).renew_at(max_lead=300)
+
+    def _fresh_token(self, now: float) -> Token:
+        if self._token_due(now):
+            old = self.token
+            tok = self.source.fetch()
+            SECRETS.add(tok.access_token, tok.refresh_token)
+            if old is not None and tok.access_token == old.access_token:
+                # The source has nothing newer yet (the hub refreshes on its own schedule, a
+                # token file is rewritten by someone else): ask again later, not at every tick.
+                left = (old.expires_at - now) if old.expires_at else 60.0
+                self.token_next_try = now + max(5.0, min(30.0, left / 4))
+                log.debug("no newer token yet from %s; asking again in %.0f s", self.source.describe(),
+                          self.token_next_try - now)
+                return old
+            self.token, self.token_next_try = tok, 0.0
+            if old is not None:
+                self.token_renewals += 1
+            log.info("token from %s%s", self.source.describe(),
+                     f", valid until {iso(tok.expires_at)}" if tok.expires_at else "")
+        return self.token
+
+    # keys
+    def keys_due(self, now: float) -> bool:
+        k = self.keys
+        return k is None or now >= Lifetime(k.obtained_at, k.expires_at).renew_at()
+
+    def renew_keys(self, now: float | None = None) -> Keys:
+        now = time.time() if now is None else now
+        tok = self._fresh_token(now)
+        keys = assume_role(self.spec.sts, tok.access_token, now)
+        SECRETS.add(keys.secret_access_key, keys.session_token)
+        life = Lifetime(keys.obtained_at, keys.expires_at)
+        write_private(self.runtime.keys_file, keys.process_json(life.reported_expiry()))
+        first = self.keys is None
+        self.keys = keys
+        self.last_renewal = now
+        if not first:
+            self.renewals += 1
+        log.info("S3 keys %s (access key %s...), valid until %s, next renewal at %s",
+                 "obtained" if first else "renewed", keys.access_key_id[:4], iso(keys.expires_at),
+                 iso(life.renew_at()))
+        return keys
+
+    def start(self) -> Keys:
+        return self.renew_keys()
+
+    def tick(self, now: float) -> bool:
+        """Renew what is due; never raises. Returns True when keys changed."""
+        if now < self.next_try:
+            return False
+        try:
+            if self.keys_due(now):
+                self.renew_keys(now)
+                changed = True
+            else:
+                if self._token_due(now) and self.token is not None:
+                    self._fresh_token(now)
+                changed = False
+        except StsWireError as e:
+            self.failures += 1
+            deadline = self.keys.expires_at if self.keys else None
+            delay = retry_delay(self.failures - 1, now, deadline)
+            self.next_try = now + delay
+            self.last_error = e
+            left = f"; keys still valid for {int(deadline - now)} s" if deadline and deadline > now else ""
+            log.warning("renewal failed (%s)%s; retrying in %.0f s", e.message, left, delay)
+            return False
+        except Exception as e:  # noqa: BLE001 - a bug must not stop the renewals
+            self.failures += 1
+            self.next_try = now + backoff(self.failures - 1, 1, 30)
+            log.exception("renewal failed unexpectedly: %s", type(e).__name__)
+            return False
+        self.failures = 0
+        self.last_error = None
+        return changed
+
+    def next_due(self) -> float:
+        cands = [self.next_try]
+        if self.keys:
+            cands.append(Lifetime(self.keys.obtained_at, self.keys.expires_at).renew_at())
+        return max(cands)
+
+    def state(self) -> dict:
+        return {"token_source": self.source.describe(),
+                "token_expires": iso(self.token.expires_at) if self.token else None,
+                "keys_expire": iso(self.keys.expires_at) if self.keys else None,
+                "access_key": (self.keys.access_key_id[:4] + "...") if self.keys else None,
+                "last_renewal": iso(self.last_renewal), "key_renewals": self.renewals,
+                "token_renewals": self.token_renewals,
+                "last_error": self.last_error.message if self.last_error else None}
