@@ -162,7 +162,7 @@ def test_defaults_are_filled_in():
     assert cfg.hub["bind_url"] == "http://127.0.0.1:8000"
     assert cfg.hub["crypt_key"] == {"env": "JUPYTERHUB_CRYPT_KEY"}
     assert cfg.auth["pkce"] is True
-    assert cfg.auth["scopes"] == ["openid", "profile", "email"]
+    assert cfg.auth["scopes"] == ["openid", "profile", "email", "offline_access"]
     assert cfg.auth["groups_source"] == "access_token"
     assert cfg.auth["admin_groups"] == [] and cfg.admin_groups == ()
     assert cfg.groups["physics"].max_gpus == 0
@@ -385,7 +385,10 @@ def test_every_pattern_has_a_hint_saying_what_to_write():
 def test_unknown_keys_are_errors_everywhere():
     def objects(node, path="$"):
         if isinstance(node, dict):
-            if "properties" in node and "$ref" not in node and path != "$.$defs.choice":
+            # if/then only add conditions to their object, which is closed itself.
+            conditional = path.endswith((".if", ".then", ".else"))
+            if "properties" in node and "$ref" not in node and path != "$.$defs.choice" \
+                    and not conditional:
                 yield path, node
             for key, value in node.items():
                 yield from objects(value, f"{path}.{key}")
