@@ -119,3 +119,36 @@ def test_a_restarted_hub_finds_the_server_counts_it_and_stops_it(hub):
         time.sleep(0.2)
     assert not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
     assert our_cgroups(hub) == []
+
+
+def test_progress_tells_what_is_happening(hub):
+    """The hub's progress stream (what the spawn page shows) carries our steps in order."""
+    import json as _json
+
+    import requests
+
+    # The POST answers only when the server is up (or after 10 s): watch while it is pending.
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    posted = pool.submit(hub.spawn, "alice", options={"profile": "physics-cpu", "cpu": 1, "memory": "1G"})
+    deadline = time.monotonic() + 10
+    while not hub.servers("alice").get("", {}).get("pending") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    messages = []
+    with requests.get(f"{hub.url}/hub/api/users/alice/server/progress", stream=True, timeout=60,
+                      headers={"Authorization": f"token {hub.api_token}"}) as r:
+        for line in r.iter_lines(decode_unicode=True):
+            if line and line.startswith("data:"):
+                event = _json.loads(line[5:])
+                messages.append(event.get("message", ""))
+                if event.get("ready") or event.get("failed"):
+                    break
+    assert posted.result().status_code in (201, 202)
+    pool.shutdown()
+    hub.wait_ready("alice")
+    hub.stop_server("alice")
+    steps = ["Preparing your server", "Checking your choices",
+             "Starting profile physics-cpu on the local backend (1 CPUs, 1024 MiB memory, enforced by cgroups)",
+             "Server process started; waiting for it to answer"]
+    found = [next(i for i, m in enumerate(messages) if m.startswith(s)) for s in steps]
+    assert found == sorted(found), messages
+    assert "ready" in messages[-1].lower(), messages

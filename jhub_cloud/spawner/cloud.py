@@ -96,7 +96,9 @@ class CloudSpawner(Spawner):
         return running_resources(list(self.user.spawners.values()), self)
 
     def _refuse(self, message: str) -> SpawnException:
-        return SpawnException(f"Not started: {message}", reason="policy")
+        e = SpawnException(f"Not started: {message}", reason="policy")
+        e.jupyterhub_message = e.message  # what the spawn page shows, without "400 SpawnException"
+        return e
 
     # --- the spawn page --------------------------------------------------------------------
     async def get_options_form(self):

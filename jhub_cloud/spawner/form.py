@@ -133,12 +133,15 @@ def render(offers: list[ProfileOffer], totals: Limits | None, running: int,
         same = offer.name == selected.get("profile")
         choices = []
         for name, choice in offer.choices.items():
+            if name == "gpus" and tuple(choice.options) == (0,):
+                continue  # nothing to say about GPUs on a profile without any
             current = selected.get(name) if same and selected.get(name) in choice.options else choice.default
             choices.append({
                 "name": name,
                 "field": f"{offer.name}{SEP}{name}",
                 "label": LABELS.get(name, name),
                 "options": [{"value": str(v), "selected": v == current} for v in choice.options],
+                "fixed": len(choice.options) == 1,  # shown as text: nothing to choose, default used
             })
         profiles.append({
             "name": offer.name,
