@@ -70,6 +70,8 @@ _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9
 _LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 _NATIVE_RESOURCES = {"cpu", "memory", "ephemeral-storage", "storage"}
+# Where the middleware leaves the parsed JSON body for the handlers.
+BODY = web.RequestKey("body", object) if hasattr(web, "RequestKey") else "body"
 
 
 def quantity_ok(value) -> bool:
@@ -355,7 +357,7 @@ class KubeApi:
             })
         if request.headers.get("Authorization") != f"Bearer {self.token}":
             return _status(401, "Unauthorized", "Unauthorized")
-        request["body"] = body
+        request[BODY] = body
         return await handler(request)
 
     def _bump(self, obj: dict) -> int:
@@ -398,7 +400,7 @@ class KubeApi:
                                   "metadata": {"name": ns}, "status": {"phase": "Active"}})
 
     async def _create_namespace(self, request):
-        body = request["body"] or {}
+        body = request[BODY] or {}
         name = (body.get("metadata") or {}).get("name")
         if name in self.namespaces:
             return _status(409, "AlreadyExists", f'namespaces "{name}" already exists')
@@ -458,7 +460,7 @@ class KubeApi:
         ns, plural = request.match_info["ns"], request.match_info["plural"]
         if (refused := self._known(ns, plural)) is not None:
             return refused
-        obj = copy.deepcopy(request["body"])
+        obj = copy.deepcopy(request[BODY])
         if not isinstance(obj, dict):
             return _status(400, "BadRequest", "the body must be an object")
         obj.setdefault("apiVersion", "v1")
@@ -515,7 +517,7 @@ class KubeApi:
                     else:
                         a[k] = v
 
-            merge(obj, request["body"] or {})
+            merge(obj, request[BODY] or {})
             self._bump(obj)
         await self._emit(plural, "MODIFIED", obj)
         return web.json_response(obj)
