@@ -244,3 +244,16 @@ async def test_the_api_server_refuses_requests_without_its_token(kube_api):
             assert resp.status == 200 and (await resp.json())["items"] == []
         async with s.get(f"{kube_api.url}/api/v1/namespaces/nope/pods", headers=headers) as resp:
             assert resp.status == 404
+
+
+async def test_a_test_can_run_something_when_a_pod_turns_running(kube_api):
+    seen = []
+    kube_api.on_running = lambda pod: seen.append(
+        ({e["name"] for e in pod["spec"]["containers"][0]["env"]}, pod["status"]["podIP"]))
+    settings, _ = settings_for("jhub")
+    sp = unmodified_kubespawner(settings)
+    await start_with_progress(sp)
+    await sp.stop()
+    assert len(seen) == 1
+    names, ip = seen[0]
+    assert "JUPYTERHUB_API_TOKEN" in names and ip == "127.0.0.1"

@@ -16,7 +16,13 @@ HTTP on 127.0.0.1 with a bearer token, and behaves like kube-apiserver where spa
   `delete_delay` seconds before it goes. `pod_behaviour` makes new pods instead stay Pending
   (`unschedulable`, with a FailedScheduling event) or fail to pull (`image-pull-error`);
   `terminate_pod()` ends a running pod's container with an exit code;
+- `on_running(pod)`, when set, is called (in a worker thread) as each pod turns Running: a test
+  that needs a server to answer (a hub test) starts it there, on 127.0.0.1 and the pod's port,
+  with the pod's environment; nothing else runs the pod's command;
 - every request is recorded (`requests`: method, path, query, JSON body).
+
+A hub started as a separate process reaches the same server through the kubeconfig file
+(`KUBECONFIG=<path>`): the server thread keeps running until stop().
 
 Use from any test, sync or async: the server runs on its own thread and event loop.
 
@@ -237,6 +243,7 @@ class KubeApi:
         self.ready_delay = ready_delay
         self.delete_delay = delete_delay
         self.pod_behaviour = "run"  # run | unschedulable | image-pull-error
+        self.on_running = None  # callable(pod dict), run in a worker thread
         self.token = secrets.token_urlsafe(16)
         self.requests: list[dict] = []
         self._store: dict[tuple[str, str, str], dict] = {}
@@ -618,7 +625,10 @@ class KubeApi:
                     for c in p["spec"]["containers"]],
             }
 
-        await self._update_pod(ns, name, running)
+        pod = await self._update_pod(ns, name, running)
+        if pod is not None and self.on_running is not None:
+            await asyncio.get_running_loop().run_in_executor(
+                None, self.on_running, copy.deepcopy(pod))
 
     async def _terminate(self, ns: str, name: str, exit_code: int) -> None:
         def ended(p):
