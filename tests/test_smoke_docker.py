@@ -53,3 +53,32 @@ def test_no_network_container_is_cut_off_from_host(dockerd, base_image, loopback
             "except OSError as e: print('refused', type(e).__name__)")
     r = dockerd.docker("run", "--rm", "--network", "none", base_image, "python3", "-c", code)
     assert r.stdout.startswith("refused")
+
+
+VENV_BINDS = ["-v", "/opt/jhub-cloud/venv:/opt/jhub-cloud/venv:ro"]
+
+
+def test_lab_image_runs_the_host_venv_as_jovyan(dockerd, lab_image):
+    from tests.testbed.paths import REPO, VENV
+
+    code = "import os, jupyterhub, sts_wire; print(os.getuid(), os.environ['HOME'], jupyterhub.__version__)"
+    r = dockerd.docker("run", "--rm", "--network", "none", "-v", f"{VENV}:{VENV}:ro", "-v", f"{REPO}:{REPO}:ro",
+                       lab_image, f"{VENV}/bin/python", "-c", code)
+    uid, home, version = r.stdout.split()
+    assert (uid, home) == ("1000", "/home/jovyan")
+    import jupyterhub
+
+    assert version == jupyterhub.__version__
+
+
+def test_lab_image_fuse_without_privileged(dockerd, lab_image):
+    # The least FUSE needs: the device, CAP_SYS_ADMIN (for the setuid fusermount3) and an AppArmor
+    # profile that allows mounts. The user stays jovyan with no capability of its own.
+    r = dockerd.docker("run", "--rm", "--network", "none", "--device", "/dev/fuse:/dev/fuse:rwm",
+                       "--cap-add", "SYS_ADMIN", "--security-opt", "apparmor=unconfined", lab_image,
+                       "bash", "-c", "ls -l /dev/fuse; grep CapEff /proc/self/status; stat -c %a /usr/bin/fusermount3",
+                       check=False)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[1].split() == ["CapEff:", "0000000000000000"]
+    assert lines[2] == "4755"

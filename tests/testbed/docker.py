@@ -9,6 +9,7 @@ no iptables rules: containers in tests use ``--network host`` (to reach loopback
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import re
 import shutil
@@ -27,6 +28,18 @@ from .procs import Daemon, ServiceError, pid_alive, stop_pid, unmount_all_under
 # Debian's CLI matches Debian's dockerd; another `docker` earlier in PATH may be much newer.
 DOCKER_CLI = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
 BASE_IMAGE = "jhub-cloud/base:bookworm"
+LAB_IMAGE = "jhub-cloud/lab"  # tagged with a hash of what goes into it (see lab_image)
+# A test lab image: the base image plus what sts-wire and the notebook server need that the
+# host cannot lend at run time. The host's venv (same Debian python3) and the project source
+# are bind-mounted read-only by the backend's `binds`, so a code change needs no rebuild.
+LAB_DOCKERFILE = """\
+FROM {base}
+COPY fusermount3 /usr/bin/fusermount3
+RUN chmod 4755 /usr/bin/fusermount3 && useradd -m -u 1000 -s /bin/bash jovyan
+USER jovyan
+WORKDIR /home/jovyan
+ENV PATH=/opt/jhub-cloud/venv/bin:/usr/local/bin:/usr/bin:/bin
+"""
 DATA_ROOT = CACHE / "docker"
 
 
@@ -196,6 +209,25 @@ class Dockerd:
         finally:
             shutil.rmtree(rootfs, ignore_errors=True)
 
+    def build_lab_image(self, base: str = BASE_IMAGE, say=print) -> str:
+        """The lab image (fusermount3 setuid, user jovyan uid 1000), built once per content."""
+        dockerfile = LAB_DOCKERFILE.format(base=base)
+        helper = Path(shutil.which("fusermount3") or "/usr/bin/fusermount3")
+        digest = hashlib.sha256(dockerfile.encode() + helper.read_bytes()).hexdigest()[:12]
+        tag = f"{LAB_IMAGE}:{digest}"
+        if self.image_exists(tag):
+            return tag
+        ctx = self.dir / "lab-build"
+        shutil.rmtree(ctx, ignore_errors=True)
+        ctx.mkdir(parents=True)
+        (ctx / "Dockerfile").write_text(dockerfile)
+        shutil.copy2(helper, ctx / "fusermount3")  # a static-enough binary: only libc
+        say(f"docker build {tag}")
+        # No network in the build: everything it needs is in the context.
+        self.docker("build", "--network", "none", "-q", "-t", tag, str(ctx), timeout=600)
+        shutil.rmtree(ctx, ignore_errors=True)
+        return tag
+
     @staticmethod
     def _debootstrap(rootfs: Path, mirror: str, log: Path, say) -> None:
         argv = ["debootstrap", "--variant=minbase", "--include=python3,python3-venv,ca-certificates",
@@ -236,3 +268,28 @@ def base_image(dockerd, request) -> str:
     if not dockerd.image_exists(BASE_IMAGE):
         dockerd.build_base_image(BASE_IMAGE, say=terminal(request.config, "base image"))
     return BASE_IMAGE
+
+
+@pytest.fixture(scope="session")
+def lab_image(dockerd, base_image, request) -> str:
+    """The test lab image (from the base image, cached by content): run it with the host's venv
+    and the project bind-mounted read-only at the same paths."""
+    return dockerd.build_lab_image(base_image, say=terminal(request.config, "lab image"))
+
+
+@pytest.fixture(scope="session")
+def user_fuse():
+    """/dev/fuse usable by every user, as on a standard Debian host (udev makes it 0666).
+
+    Some test machines have it 0600; then neither a container's user nor a Slurm job's user
+    can mount. The mode is put back at the end of the session.
+    """
+    dev = Path("/dev/fuse")
+    if not dev.exists():
+        pytest.skip("no /dev/fuse on this machine")
+    before = dev.stat().st_mode & 0o777
+    if before != 0o666:
+        dev.chmod(0o666)
+    yield dev
+    if before != 0o666:
+        dev.chmod(before)

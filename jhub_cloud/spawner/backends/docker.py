@@ -70,6 +70,13 @@ class DockerChild(DockerSpawner):
             self.object_id = ""
         return reason
 
+    async def stop(self, now=False):
+        # poll may have removed an ended container already: then there is nothing to stop.
+        if not self.object_id and not await self.get_object():
+            self.clear_state()
+            return
+        await super().stop(now=now)
+
     async def progress(self):
         shown = None
         while True:

@@ -1,0 +1,205 @@
+"""DockerChild built from the Docker builder's settings, against the testbed's real dockerd.
+
+The server here is a tiny HTTP server on the port the spawner chose (JUPYTERHUB_SERVICE_URL), so
+these tests check the adapter and the settings alone; the hub tests run jupyterhub-singleuser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import urllib.request
+from types import SimpleNamespace
+
+import pytest
+
+from jhub_cloud.config.model import Mount
+from jhub_cloud.policy.types import Resources
+from jhub_cloud.spawner.backends.docker import DockerChild
+from jhub_cloud.spawner.builders.docker import child_settings
+from jhub_cloud.spawner.target import SpawnTarget
+from tests.testbed.paths import REPO, VENV
+
+MiB = 1024**2
+# Serves 200 "up <user>" on the port in JUPYTERHUB_SERVICE_URL, at the address it names.
+SERVE = ("import http.server, os, urllib.parse as u\n"
+         "url = u.urlparse(os.environ['JUPYTERHUB_SERVICE_URL'])\n"
+         "class H(http.server.BaseHTTPRequestHandler):\n"
+         "    def do_GET(self):\n"
+         "        b = ('up ' + os.environ['JUPYTERHUB_USER']).encode()\n"
+         "        self.send_response(200); self.send_header('Content-Length', str(len(b)))\n"
+         "        self.end_headers(); self.wfile.write(b)\n"
+         "http.server.HTTPServer((url.hostname, url.port), H).serve_forever()\n")
+CMD = ["python3", "-c", SERVE]
+
+
+@pytest.fixture(scope="module")
+def docker_host(dockerd):
+    """DockerSpawner's one client for all instances reads DOCKER_HOST when first used."""
+    old = os.environ.get("DOCKER_HOST")
+    os.environ["DOCKER_HOST"] = dockerd.host
+    DockerChild._client = None
+    yield dockerd
+    DockerChild._client = None
+    if old is None:
+        os.environ.pop("DOCKER_HOST", None)
+    else:
+        os.environ["DOCKER_HOST"] = old
+
+
+def backend(**kw) -> dict:
+    return {"network": "host", "host_ip": "127.0.0.1", "pull_policy": "never",
+            "home_volume": "jhub-test-home-{username}",
+            "binds": [{"source": str(VENV), "target": str(VENV)},
+                      {"source": str(REPO), "target": str(REPO)}], **kw}
+
+
+def make_child(resources: Resources, target: SpawnTarget, cfg: dict, cmd=CMD) -> DockerChild:
+    user = SimpleNamespace(name=target.username, escaped_name=target.username,
+                           url=f"/user/{target.username}/", groups=[])
+    hub = SimpleNamespace(api_url="http://127.0.0.1:9/hub/api", base_url="/hub/", public_host="",
+                          url="http://127.0.0.1:9/hub/")
+    settings = child_settings(resources, target, cfg, cmd, {"EXTRA": "from-cloudspawner"})
+    return DockerChild(user=user, hub=hub, **settings)
+
+
+def res(image, **kw) -> Resources:
+    return Resources(**{"backend": "docker", "image": image, "cpu": 0.5, "memory_bytes": 256 * MiB, **kw})
+
+
+def get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return r.read().decode()
+
+
+async def wait_up(url: str, timeout: float = 30) -> str:
+    for _ in range(int(timeout * 5)):
+        try:
+            return await asyncio.to_thread(get, url)
+        except OSError:
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"{url} never answered")
+
+
+def test_host_network_limits_and_nothing_left(docker_host, lab_image):
+    async def run():
+        child = make_child(res(lab_image), SpawnTarget("alice"), backend())
+        ip, port = await child.start()
+        try:
+            assert ip == "127.0.0.1" and port > 0
+            assert await wait_up(f"http://{ip}:{port}/") == "up alice"
+            info = docker_host.client().api.inspect_container("jhub-alice")
+            hc = info["HostConfig"]
+            assert hc["NetworkMode"] == "host"
+            assert (hc["CpuQuota"], hc["CpuPeriod"]) == (50_000, 100_000)
+            assert hc["Memory"] == hc["MemorySwap"] == 256 * MiB
+            assert hc["Privileged"] is False and not hc["CapAdd"] and not hc["Devices"]
+            assert info["Config"]["Labels"]["org.jhub-cloud.user"] == "alice"
+            env = dict(e.split("=", 1) for e in info["Config"]["Env"])
+            assert env["EXTRA"] == "from-cloudspawner"
+            assert env["JUPYTERHUB_SERVICE_URL"].startswith(f"http://127.0.0.1:{port}")
+            # The limits as the kernel enforces them, read inside the container (cgroup v2 or v1).
+            v2 = "cat /sys/fs/cgroup/cpu.max /sys/fs/cgroup/memory.max 2>/dev/null"
+            v1 = "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/memory/memory.limit_in_bytes"
+            cg = docker_host.docker("exec", "jhub-alice", "sh", "-c", f"{v2} || {v1}").stdout.split()
+            assert cg in (["50000", "100000", str(256 * MiB)], ["50000", str(256 * MiB)])
+            assert await child.poll() is None
+            state = child.get_state()
+            assert state["port"] == port and state["object_name"] == "jhub-alice"
+        finally:
+            await child.stop()
+        assert await child.poll() == 0
+        names = [c.name for c in docker_host.client().containers.list(all=True)]
+        assert "jhub-alice" not in names
+        # The home volume is kept on purpose: it is the user's home folder.
+        assert "jhub-test-home-alice" in [v.name for v in docker_host.client().volumes.list()]
+
+    asyncio.run(run())
+
+
+def test_two_servers_get_their_own_ports_and_names(docker_host, lab_image):
+    async def run():
+        a = make_child(res(lab_image), SpawnTarget("alice"), backend())
+        b = make_child(res(lab_image), SpawnTarget("alice", "second"), backend())
+        (_, pa), (_, pb) = await a.start(), await b.start()
+        try:
+            assert pa != pb
+            assert await wait_up(f"http://127.0.0.1:{pa}/") == await wait_up(f"http://127.0.0.1:{pb}/") == "up alice"
+            assert {a.object_name, b.object_name} == {"jhub-alice", "jhub-alice--second"}
+        finally:
+            await a.stop()
+            await b.stop()
+
+    asyncio.run(run())
+
+
+def test_killed_container_is_seen_with_its_reason_and_removed(docker_host, lab_image):
+    async def run():
+        child = make_child(res(lab_image), SpawnTarget("alice"), backend())
+        ip, port = await child.start()
+        await wait_up(f"http://{ip}:{port}/")
+        docker_host.docker("kill", "jhub-alice")
+        reason = await child.poll()
+        assert isinstance(reason, str) and reason.startswith("ExitCode=137"), reason
+        names = [c.name for c in docker_host.client().containers.list(all=True)]
+        assert "jhub-alice" not in names
+        await child.stop()  # the hub may still call it: nothing left to do, no error
+
+    asyncio.run(run())
+
+
+def test_out_of_memory_is_named_in_the_reason(docker_host, lab_image):
+    hog = ["python3", "-c", "x = bytearray(512 * 1024 * 1024); import time; time.sleep(60)"]
+
+    async def run():
+        child = make_child(res(lab_image, memory_bytes=64 * MiB), SpawnTarget("alice"), backend(), cmd=hog)
+        await child.start()
+        for _ in range(100):
+            reason = await child.poll()
+            if reason is not None:
+                break
+            await asyncio.sleep(0.2)
+        await child.stop()
+        assert "OOMKilled" in reason
+
+    asyncio.run(run())
+
+
+def test_fuse_settings_reach_docker_and_jovyan_can_open_the_device(docker_host, lab_image, user_fuse):
+    check = ["python3", "-c", "import os; os.close(os.open('/dev/fuse', os.O_RDWR))\n" + SERVE]
+    mounts = (Mount("alice", "/s3/alice"),)
+
+    async def run():
+        child = make_child(res(lab_image, mounts=mounts), SpawnTarget("alice"), backend(), cmd=check)
+        ip, port = await child.start()
+        try:
+            assert await wait_up(f"http://{ip}:{port}/") == "up alice"  # it opened /dev/fuse first
+            hc = docker_host.client().api.inspect_container("jhub-alice")["HostConfig"]
+            assert hc["Privileged"] is False
+            assert hc["CapAdd"] == ["SYS_ADMIN"]
+            assert hc["SecurityOpt"] == ["apparmor=unconfined"]
+            assert [d["PathOnHost"] for d in hc["Devices"]] == ["/dev/fuse"]
+        finally:
+            await child.stop()
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize(("gpu_cfg", "want"), [
+    (None, {"Count": 2, "DeviceIDs": []}),
+    (["GPU-1111", "GPU-2222", "GPU-3333"], {"Count": 0, "DeviceIDs": ["GPU-1111", "GPU-2222"]}),
+])
+def test_gpu_device_requests_reach_docker(docker_host, lab_image, gpu_cfg, want):
+    """No GPU here, so the container is created (Docker records the request) but not started."""
+    async def run():
+        child = make_child(res(lab_image, gpus=2), SpawnTarget("alice", "gpu"), backend(gpu_device_ids=gpu_cfg))
+        obj = await child.create_object()
+        try:
+            hc = docker_host.client().api.inspect_container(obj["Id"])["HostConfig"]
+            (req,) = hc["DeviceRequests"]
+            assert req["Driver"] == "nvidia" and req["Capabilities"] == [["gpu"]]
+            assert {k: req[k] for k in want} == want
+        finally:
+            docker_host.client().api.remove_container(obj["Id"], force=True)
+
+    asyncio.run(run())
