@@ -3,6 +3,8 @@ start, progress, poll and stop: against the loopback API server (tests/testbed/k
 against a real cluster when $KUBECONFIG reaches one (the `cluster` runs are skipped otherwise).
 
 The objects are read back through the Kubernetes API, so each test body is the same for both.
+On a real cluster, set JHUB_CLOUD_TEST_K8S_IMAGE to an image with jupyterhub-singleuser that the
+cluster can pull, and JHUB_CLOUD_TEST_K8S_NAMESPACE (default jhub) to a namespace you may use.
 Tests that need the loopback server's extras (recorded requests, a crashed container, a pod that
 cannot be scheduled) run only against it.
 """

@@ -21,6 +21,8 @@ from .units import parse_memory
 Path = tuple[PathPart, ...]
 BATCH_BACKENDS = ("slurm",)
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+# MIG profiles as NVIDIA names them (1g.10gb, 3g.40gb+me): requested by resource name.
+_MIG_PROFILE = re.compile(r"^[0-9]+g\.[0-9]+gb(\+me)?$")
 # Which group limit bounds which choice, and how to compare values.
 _LIMITED = {"cpu": ("max_cpu", float), "memory": ("max_memory", parse_memory), "gpus": ("max_gpus", int)}
 
@@ -46,6 +48,8 @@ def crossref_problems(data: Any, schema_problems: Iterable[Problem]) -> list[Pro
                     f"group {name!r} has limits but is not in auth.allowed_groups, so its members "
                     "cannot log in; add it there or remove these limits")))
     backends = data.get("backends") if clean(("backends",)) else None
+    if isinstance(backends, dict) and isinstance(backends.get("kubernetes"), dict):
+        out += _kubernetes_problems(backends["kubernetes"])
     storage = data.get("storage")
     if isinstance(storage, dict) and clean(("storage",)):
         out += _storage_problems(storage)
@@ -190,6 +194,22 @@ def _beyond_limits(c: Path, choices: dict, names: list, groups: dict, clean) -> 
                     f"{show(option)} is more than {limit} of every group allowed this profile "
                     f"(largest: {show(top)}, group {best}), so nobody could start it; "
                     f"lower it or raise that group's {limit}")))
+    return out
+
+
+def _kubernetes_problems(k8s: dict) -> list[Problem]:
+    out = []
+    models = k8s.get("gpu_models")
+    for model in k8s.get("gpu_products") or {}:
+        where = ("backends", "kubernetes", "gpu_products", model)
+        if _MIG_PROFILE.match(model):
+            out.append(Problem(where, (
+                f"{model!r} is a MIG profile: it is requested as nvidia.com/mig-{model} and "
+                "needs no product label; remove it here")))
+        elif isinstance(models, list) and model not in models:
+            out.append(Problem(where, (
+                f"{model!r} is not in backends.kubernetes.gpu_models ({', '.join(models)}); "
+                "add it there or remove it here")))
     return out
 
 
