@@ -1,0 +1,327 @@
+"""SlurmChild built from the Slurm builder's settings, against the testbed's real Slurm.
+
+The hub's part is played by a small HTTP server that takes the job's port report the way
+jhub_cloud.spawner.slurm_port does (same parser, the server's own token only); the hub tests
+use the real handler. The job's server is a tiny HTTP server started by the real
+batchspawner-singleuser, on the port it picked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import os
+import re
+import threading
+import urllib.request
+from types import SimpleNamespace
+
+import pytest
+
+from jhub_cloud.policy.types import Resources
+from jhub_cloud.spawner import slurm_port
+from jhub_cloud.spawner.backends.slurm import SlurmChild
+from jhub_cloud.spawner.builders.slurm import child_settings
+from jhub_cloud.spawner.target import SpawnTarget
+from tests.testbed.paths import VENV_BIN, free_port
+
+MiB = 1024**2
+SERVE = """#!/usr/bin/env python3
+import http.server, os, urllib.parse as u
+url = u.urlparse(os.environ['JUPYTERHUB_SERVICE_URL'])
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        b = ('up ' + os.environ['JUPYTERHUB_USER'] + ' ' + os.environ.get('SLURM_GPUS_ON_NODE', '0')).encode()
+        self.send_response(200); self.send_header('Content-Length', str(len(b)))
+        self.end_headers(); self.wfile.write(b)
+http.server.HTTPServer((url.hostname, url.port), H).serve_forever()
+"""
+
+
+class FakeHubAPI:
+    """POST /hub/api/batchspawner -> child.accept_port, only with the child's token."""
+
+    def __init__(self):
+        self.children: list[SlurmChild] = []
+        self.posts: list[tuple[int, bytes]] = []
+        hub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                token = self.headers.get("Authorization", "").removeprefix("token ")
+                child = next((c for c in hub.children if c.api_token == token), None)
+                code = 403
+                if child is not None and self.path == "/hub/api/batchspawner":
+                    try:
+                        child.accept_port(slurm_port.parse_port(body))
+                        code = 201
+                    except ValueError:
+                        code = 400
+                hub.posts.append((code, body))
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.api_url = f"http://127.0.0.1:{self.server.server_port}/hub/api"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def slurm_env(slurm):
+    """sbatch/squeue run with the hub's environment: point it at the testbed cluster."""
+    old = {k: os.environ.get(k) for k in slurm.env}
+    os.environ.update(slurm.env)
+    yield slurm
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def hub_api():
+    h = FakeHubAPI()
+    yield h
+    h.close()
+
+
+@pytest.fixture(scope="module")
+def serve_cmd(run_dir):
+    d = run_dir / "slurm-backend"
+    d.mkdir(exist_ok=True, mode=0o755)
+    script = d / "serve.py"
+    script.write_text(SERVE)
+    script.chmod(0o755)
+    return [str(script)]
+
+
+def backend(slurm, **kw) -> dict:
+    return {"partition": slurm.partition, "exec_prefix": "runuser -u {username} --",
+            "batchspawner_singleuser": str(VENV_BIN / "batchspawner-singleuser"),
+            "server_ip": "127.0.0.1", **kw}
+
+
+def res(**kw) -> Resources:
+    return Resources(**{"backend": "slurm", "image": "default", "cpu": 1, "memory_bytes": 256 * MiB, **kw})
+
+
+def make_child(hub_api, resources, target, cfg, cmd) -> SlurmChild:
+    user = SimpleNamespace(name=target.username, escaped_name=target.username,
+                           url=f"/user/{target.username}/", groups=[])
+    hub = SimpleNamespace(api_url=hub_api.api_url, base_url="/hub/", public_host="",
+                          url=hub_api.api_url.removesuffix("api"))
+    settings = child_settings(resources, target, cfg, cmd, {"EXTRA": "from-cloudspawner"})
+    child = SlurmChild(user=user, hub=hub, api_token=f"tok-{target.safe_server}-{os.getpid()}",
+                       startup_poll_interval=0.2, **settings)
+    hub_api.children.append(child)
+    return child
+
+
+def get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return r.read().decode()
+
+
+async def wait_up(url: str, timeout: float = 30) -> str:
+    for _ in range(int(timeout * 5)):
+        try:
+            return await asyncio.to_thread(get, url)
+        except OSError:
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"{url} never answered")
+
+
+def scontrol(slurm, job_id: str) -> dict:
+    out = slurm.run("scontrol", "show", "job", job_id).stdout
+    return dict(re.findall(r"(\w+(?::\w+)?)=(\S*)", out))
+
+
+async def collect_progress(child, events: list):
+    async for ev in child.progress():
+        events.append(ev)
+
+
+def test_job_gets_the_profile_resources_and_serves(slurm_env, hub_api, serve_cmd):
+    slurm = slurm_env
+
+    async def run():
+        r = res(cpu=1, memory_bytes=300 * MiB, gpus=1, gpu_model=slurm.gpu_type, time_limit="00:10:00")
+        child = make_child(hub_api, r, SpawnTarget("alice"), backend(slurm), serve_cmd)
+        events: list = []
+        progress = asyncio.ensure_future(collect_progress(child, events))
+        ip, port = await asyncio.wait_for(child.start(), 90)
+        try:
+            await asyncio.wait_for(progress, 5)
+            assert (ip, port) == ("127.0.0.1", child.port)
+            assert await wait_up(f"http://{ip}:{port}/") == "up alice 1"
+            job = scontrol(slurm, child.job_id)
+            assert job["JobName"] == "jhub-alice"
+            assert job["UserId"].startswith("alice(")
+            assert job["Partition"] == slurm.partition
+            assert job["NumCPUs"] == "1"
+            assert job["MinMemoryNode"] == "300M"
+            assert job["TimeLimit"] == "00:10:00"
+            assert job["TresPerNode"] == f"gres:gpu:{slurm.gpu_type}:1"
+            assert await child.poll() is None
+            messages = [e["message"] for e in events]
+            assert any(f"Slurm job {child.job_id} is running on" in m for m in messages), messages
+            assert messages[-1].startswith(f"Server of Slurm job {child.job_id} listens on 127.0.0.1:{port}")
+            assert [e["progress"] for e in events] == sorted(e["progress"] for e in events)
+            job_id = child.job_id
+        finally:
+            await child.stop()
+        assert slurm.wait_job(job_id, timeout=30) in ("CANCELLED", "COMPLETED")
+        assert slurm.run("squeue", "-h", "-u", "alice").stdout.strip() == ""
+
+    asyncio.run(run())
+
+
+def test_pending_progress_shows_state_and_reason(slurm_env, hub_api, serve_cmd, run_dir):
+    slurm = slurm_env
+    # A job of bob's holds every GPU, so alice's GPU job has to wait for resources.
+    blocker = slurm.run("sbatch", "--parsable", f"--gres=gpu:{slurm.gpu_count}", "--mem=50M",
+                        "--output=/dev/null", "--wrap", "sleep 300", user="bob").stdout.strip()
+
+    async def run():
+        child = make_child(hub_api, res(gpus=1), SpawnTarget("alice"), backend(slurm), serve_cmd)
+        events: list = []
+        progress = asyncio.ensure_future(collect_progress(child, events))
+        start = asyncio.ensure_future(child.start())
+        try:
+            for _ in range(100):
+                if any("PENDING" in e["message"] for e in events):
+                    break
+                await asyncio.sleep(0.2)
+            pending = [e["message"] for e in events if "PENDING" in e["message"]]
+            want = r"Slurm job \d+ is PENDING \(reason: (Resources|Priority)\)"
+            assert pending and re.fullmatch(want, pending[0]), events
+            assert await child.poll() is None  # a waiting job is not a stopped server
+            slurm.run("scancel", blocker)
+            ip, port = await asyncio.wait_for(start, 90)
+            assert await wait_up(f"http://{ip}:{port}/") == "up alice 1"
+            await asyncio.wait_for(progress, 5)
+        finally:
+            start.cancel()
+            await child.stop()
+
+    try:
+        asyncio.run(run())
+    finally:
+        slurm.run("scancel", blocker, check=False)
+
+
+def test_job_that_dies_before_reporting_a_port_fails_the_start_at_once(slurm_env, hub_api, serve_cmd):
+    slurm = slurm_env
+
+    async def run():
+        # The wrapper exits at once: the job runs, then ends without ever reporting a port.
+        child = make_child(hub_api, res(), SpawnTarget("alice"),
+                           backend(slurm, batchspawner_singleuser="/bin/false"), serve_cmd)
+        ended = r"Slurm job \d+ ended (before it started|before its server reported a port)"
+        with pytest.raises(RuntimeError, match=ended):
+            await asyncio.wait_for(child.start(), 60)
+        assert child.job_id == ""
+        await child.stop()  # what the hub does after a failed start: nothing left to cancel
+
+    asyncio.run(run())
+
+
+def test_cancelled_job_is_seen_at_the_next_poll(slurm_env, hub_api, serve_cmd):
+    slurm = slurm_env
+
+    async def run():
+        child = make_child(hub_api, res(), SpawnTarget("alice", "cancelme"), backend(slurm), serve_cmd)
+        ip, port = await asyncio.wait_for(child.start(), 90)
+        await wait_up(f"http://{ip}:{port}/")
+        slurm.run("scancel", child.job_id)
+        for _ in range(50):
+            status = await child.poll()
+            if status is not None:
+                break
+            await asyncio.sleep(0.2)
+        assert status == 1
+        assert child.job_id == "" and child.get_state() == {}
+
+    asyncio.run(run())
+
+
+def test_failing_slurm_command_is_unknown_not_gone(slurm_env, hub_api, serve_cmd):
+    slurm = slurm_env
+
+    async def run():
+        child = make_child(hub_api, res(), SpawnTarget("alice"), backend(slurm), serve_cmd)
+        ip, port = await asyncio.wait_for(child.start(), 90)
+        job_id = child.job_id
+        try:
+            child.exec_prefix = "false"  # e.g. sudo refusing, or the controller unreachable
+            assert await child.poll() is None
+            assert child.job_id == job_id
+            child.exec_prefix = "runuser -u alice --"
+            assert await child.poll() is None
+        finally:
+            child.exec_prefix = "runuser -u alice --"
+            await child.stop()
+
+    asyncio.run(run())
+
+
+def test_state_survives_a_hub_restart(slurm_env, hub_api, serve_cmd):
+    slurm = slurm_env
+
+    async def run():
+        target = SpawnTarget("alice")
+        child = make_child(hub_api, res(), target, backend(slurm), serve_cmd)
+        ip, port = await asyncio.wait_for(child.start(), 90)
+        try:
+            state = child.get_state()
+            assert state["job_id"] == child.job_id and (state["ip"], state["port"]) == (ip, port)
+            # A new hub process: a fresh child with the stored state finds the server again.
+            again = make_child(hub_api, res(), target, backend(slurm), serve_cmd)
+            again.load_state(state)
+            again.server = SimpleNamespace(base_url="/user/alice/")
+            assert await again.poll() is None
+            assert await again.get_url() == f"http://127.0.0.1:{port}/user/alice/"
+        finally:
+            await child.stop()
+
+    asyncio.run(run())
+
+
+def test_port_reports_other_than_one_int_from_the_own_token_are_refused(slurm_env, hub_api, serve_cmd):
+    """The job runs user code with the server's token: it may report its port, nothing else."""
+    for body in (b'{"port": "8888"}', b'{"port": 8888, "exec_prefix": "id"}', b'{"port": 0}',
+                 b'{"port": 70000}', b'{"port": true}', b'{"port": 8.5}', b"[8888]", b"port=8888", b""):
+        with pytest.raises(ValueError):
+            slurm_port.parse_port(body)
+    assert slurm_port.parse_port(b'{"port": 8888}') == 8888
+    child = make_child(hub_api, res(), SpawnTarget("alice"), backend(slurm_env), serve_cmd)
+    with pytest.raises(ValueError, match="not waiting for a port"):
+        child.accept_port(8888)  # no job yet
+
+
+def test_port_handler_replaces_batchspawners():
+    import batchspawner.api
+    from jupyterhub import apihandlers
+
+    routes = [h for h in apihandlers.default_handlers if h[0] == slurm_port.ROUTE]
+    assert routes == [(slurm_port.ROUTE, slurm_port.SlurmPortHandler)]
+    assert batchspawner.api.BatchSpawnerAPIHandler not in [h[1] for h in apihandlers.default_handlers]
+
+
+@pytest.fixture(autouse=True)
+def _no_jobs_left(request):
+    yield
+    if "slurm_env" in request.fixturenames:
+        slurm = request.getfixturevalue("slurm_env")
+        left = slurm.run("squeue", "-h", "-u", "alice", "-o", "%i %T").stdout.strip()
+        assert left == "", f"jobs left behind: {left}"
