@@ -189,6 +189,21 @@ def test_a_profile_granted_by_several_groups_takes_each_limit_from_the_largest_o
     assert only_a.choices["gpus"].options == (0,) and only_a.limits.source["max_gpus"] == "a"
 
 
+def test_one_server_must_fit_one_granting_group_not_the_best_of_each():
+    # "both" is granted by a (64 CPUs, no GPU) and b (1 CPU, 8G, 4 GPUs): each choice alone may
+    # reach the larger limit, but one server is a whole that one group must allow.
+    cfg = two_groups()
+    mixed = decide(cfg, ["a", "b"], {"profile": "both", "cpu": 64, "gpus": 4})
+    assert isinstance(mixed, Refused) and mixed.field == "cpu"
+    assert "no single group granting profile both allows 64 CPUs, 64G memory and 4 GPUs" in mixed.reason
+    assert "a: 64 CPUs, 256G memory, 0 GPUs; b: 1 CPUs, 8G memory, 4 GPUs" in mixed.reason
+    assert isinstance(decide(cfg, ["a", "b"], {"profile": "both", "cpu": 64, "gpus": 0}), Allowed)
+    gpu_sized = {"profile": "both", "cpu": 1, "memory": "1G", "gpus": 4}
+    assert isinstance(decide(cfg, ["a", "b"], gpu_sized), Allowed)
+    too_much_memory = decide(cfg, ["a", "b"], {**gpu_sized, "memory": "64G"})
+    assert isinstance(too_much_memory, Refused) and "no single group" in too_much_memory.reason
+
+
 def test_totals_over_running_servers_still_come_from_all_the_users_groups():
     cfg = two_groups()
     totals = user_limits(cfg, ["a", "b"])

@@ -2,8 +2,9 @@
 
 The form comes from a POST, so nothing in it is trusted: every value must be one the user is
 offered (allowed_profiles: within the limits of the groups granting the profile), of the right
-type, and the new server together with the user's running ones must stay within their totals
-(the largest limits over all their groups).
+type, the new server as a whole must fit the limits of one group that grants its profile, and the
+new server together with the user's running ones must stay within their totals (the largest
+limits over all their groups).
 """
 
 from __future__ import annotations
@@ -105,8 +106,27 @@ def decide(
         environment=profile.environment,
         backend_options=profile.backend_options,
     )
-    refusal = _over_limits(resources, list(running), totals)
+    refusal = _within_one_granting_group(cfg, offer, resources) or _over_limits(resources, list(running), totals)
     return refusal or Allowed(profile=name, resources=resources)
+
+
+def _within_one_granting_group(cfg: Config, offer, new: Resources) -> Refused | None:
+    """One server must fit the limits of ONE group granting its profile: a user in A (64 CPUs, no
+    GPU) and B (1 CPU, 4 GPUs), both granting a profile, may have 64 CPUs or 4 GPUs, not both."""
+    granting = [cfg.groups[g] for g in offer.granted_by if g in cfg.groups]
+    if len(granting) < 2 or any(
+        round(new.cpu, 6) <= g.max_cpu and new.memory_bytes <= g.max_memory_bytes and new.gpus <= g.max_gpus
+        for g in granting
+    ):
+        return None
+    each = "; ".join(f"{g.group}: {_number(g.max_cpu)} CPUs, {g.max_memory} memory, {g.max_gpus} GPUs"
+                     for g in granting)
+    return Refused(
+        f"no single group granting profile {offer.name} allows {_number(new.cpu)} CPUs, "
+        f"{format_memory(new.memory_bytes)} memory and {new.gpus} GPUs together ({each}); "
+        "choose a combination within one of them",
+        "cpu",
+    )
 
 
 def _read_form(form: Any) -> dict | Refused:

@@ -6,6 +6,8 @@ Several groups combine the same way every time:
 - one server of a profile is cut by the limits of the groups that grant that profile, and only
   those: for each of max_cpu, max_memory and max_gpus the largest value over the granting groups.
   A user in A (64 CPUs, no GPU) and B (1 CPU, 4 GPUs) gets B's GPU profile with at most 1 CPU;
+  when several groups grant a profile, the page offers each choice up to the largest of them, and
+  decide() checks that the server as a whole fits the limits of one of them;
 - the totals over all of a user's running servers (max_servers, and CPUs, memory and GPUs added
   up) are the largest value of each limit over all their allowed groups.
 The group named as a limit's source is the first, in sorted order, giving that value. Groups not

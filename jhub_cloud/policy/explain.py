@@ -15,7 +15,8 @@ from .types import LIMIT_NAMES
 RULE = (
     "A user may use every profile any of their allowed groups may use. One server of a profile "
     "gets at most, for each of max_cpu, max_memory and max_gpus, the largest value over the "
-    "user's groups that grant that profile (no other group counts). All of a user's running "
+    "user's groups that grant that profile (no other group counts), and the server as a whole "
+    "must fit the limits of one of those groups. All of a user's running "
     "servers together stay within the largest of each limit over all their allowed groups "
     "(max_servers, and CPUs, memory and GPUs added up). A limit's source is the first group, in "
     "sorted order, giving its value."
