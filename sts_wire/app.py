@@ -133,12 +133,13 @@ def pick_user(spec: specmod.Spec, first_token_user: str | None) -> str:
 def _warm_boto3() -> None:
     """Import boto3 and load the STS and S3 models while the spec and the token are read."""
     with contextlib.suppress(Exception):
-        import boto3
+        from .sts import session
 
-        # explicit dummy keys: no credential chain (and no instance-metadata lookup) is run
+        # explicit dummy keys: no credential chain (and no instance-metadata lookup) is run;
+        # this thread's own session, but the loaded models are shared by all
         for service in ("sts", "s3"):
-            boto3.client(service, region_name="us-east-1", aws_access_key_id="warm",
-                         aws_secret_access_key="warm")  # noqa: S106
+            session().client(service, region_name="us-east-1", aws_access_key_id="warm",
+                             aws_secret_access_key="warm")  # noqa: S106
 
 
 class App:

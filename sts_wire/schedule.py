@@ -1,9 +1,12 @@
-"""When to renew tokens and keys, and how long to back off. Pure: times are plain epoch floats."""
+"""When to renew tokens and keys, and how long to back off (with jitter). Pure but for the random
+jitter: times are plain epoch floats."""
 
 from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
+
+import tenacity
 
 # Renew once this share of a lifetime has passed: with 60 s keys, at 40 s; with 1 h, at 40 min.
 RENEW_AT = 2 / 3
@@ -40,15 +43,28 @@ class Lifetime:
         return self.expires - now
 
 
-def backoff(attempt: int, base: float = 1.0, cap: float = 60.0) -> float:
-    """1, 2, 4, ... seconds, never more than ``cap`` (attempt counts from 0)."""
-    return min(cap, base * (2 ** max(0, attempt)))
+class _Attempt:
+    """What tenacity's wait strategies read of a retry state."""
+
+    def __init__(self, number: int):
+        self.attempt_number = number
 
 
-def retry_delay(attempt: int, now: float, deadline: float | None, cap: float = 30.0) -> float:
-    """Back off after a failed renewal; close to the deadline, retry more often (at least once
-    before it)."""
-    d = backoff(attempt, 1.0, cap)
+def backoff(attempt: int, base: float = 1.0, cap: float = 60.0, jitter: bool = True) -> float:
+    """The wait before retry number ``attempt`` (from 0): up to base * 2**attempt seconds, never
+    more than ``cap``. With jitter (the default), a random wait between base/2 and that bound, so
+    that hundreds of servers that lost the IdP or the STS at the same moment do not all come back
+    in lockstep."""
+    if not jitter:
+        return min(cap, base * (2 ** max(0, attempt)))
+    wait = tenacity.wait_random_exponential(multiplier=base, max=cap, min=min(base / 2, cap))
+    return float(wait(_Attempt(max(0, attempt) + 1)))
+
+
+def retry_delay(attempt: int, now: float, deadline: float | None, cap: float = 30.0, jitter: bool = True) -> float:
+    """Back off after a failed renewal (jittered); close to the deadline, retry more often (at
+    least once before it)."""
+    d = backoff(attempt, 1.0, cap, jitter)
     if deadline is not None:
         left = deadline - now
         if left > 0:

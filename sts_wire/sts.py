@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -49,6 +50,30 @@ def _config(**kw):
                                   read_timeout=30, parameter_validation=False, **kw)
 
 
+_local = threading.local()
+
+
+_loader = None
+
+
+def session():
+    """This thread's boto3 session: boto3's default session is shared and not thread-safe, and
+    sts-wire checks buckets and renews keys from several threads. The sessions share botocore's
+    model loader (read-only once loaded), so the models are parsed once, early (app._warm_boto3)."""
+    global _loader
+    import boto3.session
+    import botocore.loaders
+    import botocore.session
+
+    if getattr(_local, "session", None) is None:
+        if _loader is None:
+            _loader = botocore.loaders.create_loader()
+        core = botocore.session.Session()
+        core.register_component("data_loader", _loader)
+        _local.session = boto3.session.Session(botocore_session=core)
+    return _local.session
+
+
 def _verify(ca_file: str | None):
     # An explicit path beats AWS_CA_BUNDLE; None lets botocore use its default (or AWS_CA_BUNDLE).
     return ca_file if ca_file else None
@@ -59,12 +84,11 @@ def _origin(url: str) -> str:
 
 
 def assume_role(sts: StsSpec, token: str, now: float | None = None) -> Keys:
-    import boto3
     import botocore.exceptions
     from botocore import UNSIGNED
 
     now = time.time() if now is None else now
-    client = boto3.client("sts", endpoint_url=sts.endpoint, region_name=sts.region,
+    client = session().client("sts", endpoint_url=sts.endpoint, region_name=sts.region,
                           aws_access_key_id="unused", aws_secret_access_key="unused",  # noqa: S106
                           verify=_verify(sts.ca_file), config=_config(signature_version=UNSIGNED))
     kw = {"DurationSeconds": int(sts.duration)} if sts.duration else {}
@@ -118,9 +142,7 @@ def sts_error(e, sts: StsSpec) -> StsWireError:
 
 
 def s3_client(sts: StsSpec, keys: Keys):
-    import boto3
-
-    return boto3.client("s3", endpoint_url=sts.s3_url, region_name=sts.region, verify=_verify(sts.ca_file),
+    return session().client("s3", endpoint_url=sts.s3_url, region_name=sts.region, verify=_verify(sts.ca_file),
                         config=_config(s3={"addressing_style": "path"}), **keys.boto_kwargs())
 
 

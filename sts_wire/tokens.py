@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+import tenacity
 
 from .core.secretfile import SecretFileError, read_secret_file
 from .errors import Exit, StsWireError
@@ -34,6 +35,7 @@ log = logging.getLogger("sts_wire.tokens")
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 SYSTEM_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 TIMEOUT = (5, 20)
+RETRIES = 3
 
 
 @dataclass
@@ -76,9 +78,15 @@ class Http:
         self.session.headers["User-Agent"] = "sts-wire"
 
     def request(self, method: str, url: str, what: str, unreachable: Exit, **kw) -> requests.Response:
+        """One request; a refused connection or a timeout is tried again twice after a short
+        random wait (jitter: many servers that lost the IdP together do not come back together).
+        TLS failures are not retried: they do not heal by themselves."""
         kw.setdefault("timeout", TIMEOUT)
+        retrying = tenacity.Retrying(retry=tenacity.retry_if_exception(_transient), reraise=True,
+                                     stop=tenacity.stop_after_attempt(RETRIES),
+                                     wait=tenacity.wait_random_exponential(multiplier=0.5, max=4))
         try:
-            return self.session.request(method, url, verify=self.verify, cert=self.cert, **kw)
+            return retrying(self.session.request, method, url, verify=self.verify, cert=self.cert, **kw)
         except requests.exceptions.SSLError as e:
             raise StsWireError(f"{what}: TLS verification of {_origin(url)} failed ({_short(e)})",
                                unreachable, "give the server's CA with ca_file (token.ca_file)") from None
@@ -86,6 +94,11 @@ class Http:
             raise StsWireError(f"{what}: {_origin(url)} did not answer in time", unreachable) from None
         except requests.exceptions.ConnectionError as e:
             raise StsWireError(f"{what}: cannot reach {_origin(url)} ({_short(e)})", unreachable) from None
+
+
+def _transient(e: BaseException) -> bool:
+    transient = (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
+    return isinstance(e, transient) and not isinstance(e, requests.exceptions.SSLError)
 
 
 def _origin(url: str) -> str:

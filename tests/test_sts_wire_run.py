@@ -7,7 +7,6 @@ mount and no process; a scan of every log, output, `ps` and process environment 
 
 import hashlib
 import json
-import os
 import secrets
 import signal
 import time
@@ -212,14 +211,6 @@ def test_status_when_nothing_runs(tmp_path):
     wire = Wire(tmp_path)
     r = wire.run("status", ["--runtime-dir", str(tmp_path / "nothing")])
     assert r.returncode == 1 and "no sts-wire is running" in r.stdout
-
-
-def test_default_runtime_folder_is_private_tmpfs():
-    from sts_wire.runtime import _tmpfs, default_base
-
-    env = {k: v for k, v in os.environ.items() if k not in ("STS_WIRE_RUNTIME_DIR", "XDG_RUNTIME_DIR")}
-    base = default_base(env)
-    assert str(base) == f"/dev/shm/sts-wire-{os.getuid()}" and _tmpfs("/dev/shm")
 
 
 def test_mount_with_device_sign_in_at_the_terminal(seaweedfs, idp, tmp_path):

@@ -311,7 +311,14 @@ def test_renewal_times():
     assert schedule.Lifetime(0, 12 * 3600).renew_at() == pytest.approx(12 * 3600 - 600)
 
 
-def test_backoff_is_bounded():
-    assert [schedule.backoff(i) for i in range(8)] == [1, 2, 4, 8, 16, 32, 60, 60]
-    assert schedule.retry_delay(10, now=100, deadline=106) == pytest.approx(2)
-    assert schedule.retry_delay(0, now=100, deadline=None) == 1
+def test_backoff_is_bounded_and_jittered():
+    bounds = [1, 2, 4, 8, 16, 32, 60, 60]
+    assert [schedule.backoff(i, jitter=False) for i in range(8)] == bounds
+    for i, bound in enumerate(bounds):
+        waits = [schedule.backoff(i) for _ in range(200)]
+        assert all(0.5 <= w <= bound for w in waits)
+        if bound > 1:       # spread out: servers that failed together do not retry together
+            assert max(waits) - min(waits) > bound / 4
+    assert schedule.retry_delay(10, now=100, deadline=106, jitter=False) == pytest.approx(2)
+    assert schedule.retry_delay(0, now=100, deadline=None, jitter=False) == 1
+    assert all(schedule.retry_delay(10, now=100, deadline=106) <= 2 for _ in range(50))

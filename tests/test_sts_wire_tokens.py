@@ -237,3 +237,35 @@ def test_device_flow_prints_url_and_code_then_renews_with_refresh(idp):
     assert tok.user == "carol" and "admins" in groups_of(idp, tok.access_token)
     again = src.fetch()                  # the refresh token from the flow, no second prompt
     assert again.access_token != tok.access_token and term.text.count("enter the code") == 1
+
+
+def test_a_dropped_connection_is_tried_again_with_jitter():
+    """Connections that are dropped are retried (3 attempts in all) after short random waits; then
+    the failure is named."""
+    import socket
+
+    from sts_wire.tokens import RETRIES, Http
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    accepted = []
+
+    def drop():
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            accepted.append(time.monotonic())
+            c.close()
+
+    threading.Thread(target=drop, daemon=True).start()
+    try:
+        with pytest.raises(StsWireError) as e:
+            Http(True).request("GET", f"http://127.0.0.1:{srv.getsockname()[1]}/x", "JupyterHub API",
+                               Exit.IDP_UNREACHABLE)
+    finally:
+        srv.close()
+    assert e.value.code == Exit.IDP_UNREACHABLE and "JupyterHub API: cannot reach http://127.0.0.1" in e.value.message
+    assert len(accepted) == RETRIES == 3
