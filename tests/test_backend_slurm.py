@@ -13,6 +13,7 @@ import http.server
 import os
 import re
 import threading
+import time
 import urllib.request
 from types import SimpleNamespace
 
@@ -325,3 +326,140 @@ def _no_jobs_left(request):
         slurm = request.getfixturevalue("slurm_env")
         left = slurm.run("squeue", "-h", "-u", "alice", "-o", "%i %T").stdout.strip()
         assert left == "", f"jobs left behind: {left}"
+
+
+# --- through the real hub: CloudSpawner drives SlurmChild ----------------------------------------
+
+GPU_PROFILE = "physics-slurm-gpu"
+
+
+@pytest.fixture(scope="module")
+def slurm_hub(idp, seaweedfs, slurm_env, run_dir, user_fuse):
+    from tests.testbed.cloudhub import CloudHub
+
+    slurm = slurm_env
+    root = run_dir / "s3-slurm"
+    root.mkdir()
+    root.chmod(0o1777)  # like /tmp: each user's job creates their own mount folder
+    mounts = [{"bucket": "{username}", "path": f"{root}/{{username}}"},
+              {"bucket": "scratch", "path": f"{root}/scratch", "read_only": True}]
+    extra = {
+        "backends": {"slurm": {"partition": slurm.partition, "exec_prefix": "runuser -u {username} --",
+                               "batchspawner_singleuser": str(VENV_BIN / "batchspawner-singleuser"),
+                               "server_ip": "127.0.0.1", "gpu_models": [slurm.gpu_type]}},
+        "groups": {"physics": {"max_servers": 2, "max_cpu": 2, "max_memory": "2G", "max_gpus": 1},
+                   "cms": {"max_servers": 1, "max_cpu": 1, "max_memory": "1G", "max_gpus": 0},
+                   "admins": {"max_servers": 1, "max_cpu": 1, "max_memory": "1G", "max_gpus": 0}},
+        "profiles": [{
+            "name": GPU_PROFILE, "display_name": "Slurm job with a GPU", "backend": "slurm",
+            "groups": ["physics"], "mounts": mounts,
+            "choices": {"image": {"options": ["default"]}, "cpu": {"options": [1, 2], "default": 1},
+                        "memory": {"options": ["512M", "1G"], "default": "512M"},
+                        "gpus": {"options": [0, 1], "default": 1},
+                        "gpu_model": {"options": [slurm.gpu_type]},
+                        "time_limit": {"options": ["00:10:00", "00:20:00"], "default": "00:10:00"}},
+        }],
+        "storage": {"s3_endpoint": seaweedfs.endpoint, "provider": "SeaweedFS",
+                    "role_arn": seaweedfs.role_arn, "region": seaweedfs.region,
+                    "mount_roots": [str(root)]},
+    }
+    h = CloudHub(idp, run_dir / "hub-slurm", extra=extra,
+                 hub_config=f"c.Spawner.notebook_dir = {str(root)!r}\nc.SlurmChild.poll_interval = 3\n")
+    h.start()
+    h.login("alice")
+    h.root = root
+    yield h
+    h.stop()
+
+
+def _server_state(hub, user="alice", server=""):
+    return hub.user(user)["servers"][server]["state"]
+
+
+def test_alice_slurm_server_through_the_hub(slurm_hub, slurm_env, seaweedfs):
+    from tests.testbed.procs import mounts_under
+
+    hub, slurm = slurm_hub, slurm_env
+    seaweedfs.admin_s3().put_object(Bucket="scratch", Key="shared.txt", Body=b"for everyone\n")
+    r = hub.spawn("alice", options={"profile": GPU_PROFILE, "cpu": 2, "memory": "1G", "gpus": 1,
+                                    "gpu_model": slurm.gpu_type, "time_limit": "00:20:00"})
+    assert r.status_code in (201, 202), r.text
+    hub.wait_ready("alice", timeout=120)
+    job_id = _server_state(hub)["child"]["job_id"]
+
+    job = scontrol(slurm, job_id)
+    assert job["UserId"].startswith("alice(") and job["JobName"] == "jhub-alice"
+    assert (job["NumCPUs"], job["MinMemoryNode"], job["TimeLimit"]) == ("2", "1G", "00:20:00")
+    assert job["TresPerNode"] == f"gres:gpu:{slurm.gpu_type}:1"
+    assert job["Partition"] == slurm.partition
+
+    # Through the proxy and the server's contents API, with the server's own token (read from
+    # the job's process as root), as the person's browser session would be allowed.
+    import requests
+
+    from tests.testbed.hub import server_environ
+
+    env = server_environ(hub, "alice")
+    assert env["SLURM_JOB_ID"] == job_id and env["SLURM_GPUS_ON_NODE"] == "1"
+    base = f"{hub.url}/user/alice/api/contents"
+    headers = {"Authorization": f"token {env['JUPYTERHUB_API_TOKEN']}"}
+
+    r = requests.put(f"{base}/alice/from-slurm.txt", headers=headers, timeout=30,
+                     json={"type": "file", "format": "text", "content": "hello from a job\n"})
+    assert r.status_code in (200, 201), r.text
+    r = requests.get(f"{base}/scratch/shared.txt", headers=headers, timeout=30)
+    assert r.status_code == 200 and r.json()["content"] == "for everyone\n", r.text
+    body = _wait_object(seaweedfs, "alice", "from-slurm.txt")
+    assert body == b"hello from a job\n"
+
+    hub.stop_server("alice")
+    assert slurm.wait_job(job_id, timeout=30) in ("CANCELLED", "COMPLETED")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and mounts_under(hub.root):
+        time.sleep(0.2)
+    assert mounts_under(hub.root) == []
+    assert _job_processes(slurm) == []
+
+
+def test_job_cancelled_outside_the_hub_shows_stopped_within_a_poll(slurm_hub, slurm_env):
+    hub, slurm = slurm_hub, slurm_env
+    r = hub.spawn("alice", options={"profile": GPU_PROFILE, "gpus": 0})
+    assert r.status_code in (201, 202), r.text
+    hub.wait_ready("alice", timeout=120)
+    job_id = _server_state(hub)["child"]["job_id"]
+    assert "TresPerNode" not in scontrol(slurm, job_id) or not scontrol(slurm, job_id)["TresPerNode"]
+    slurm.run("scancel", job_id)
+    t0 = time.monotonic()
+    while "" in hub.servers("alice") and time.monotonic() - t0 < 30:
+        time.sleep(0.3)
+    assert "" not in hub.servers("alice"), "the hub still shows the server of a cancelled job"
+    assert time.monotonic() - t0 < 3 + 5  # poll_interval 3 s, plus the hub's jitter and our wait
+    assert _job_processes(slurm) == []
+
+
+def _wait_object(seaweedfs, bucket, key, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return seaweedfs.admin_s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+        except Exception:  # noqa: BLE001 (uploaded after close(): not there yet)
+            time.sleep(0.5)
+    return None
+
+
+def _job_processes(slurm, user="alice", timeout=15):
+    """The user's processes still running in this cluster's jobs (they carry its SLURM_CONF)."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while True:
+        left = []
+        for pid in slurm._our_leftover_pids():
+            try:
+                if psutil.Process(pid).username() == user:
+                    left.append(pid)
+            except psutil.Error:
+                pass
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.3)

@@ -16,3 +16,8 @@ def apply_spawner(c, cfg: Config) -> None:
     c.JupyterHub.named_server_limit_per_user = 0
     # Servers outlive a hub restart (their resources are in their state and still count).
     c.JupyterHub.cleanup_servers = False
+    if "slurm" in cfg.backends:
+        # Jobs report their port to the hub API; the handler must exist before the hub starts.
+        from .slurm_port import register
+
+        register()
