@@ -55,13 +55,18 @@ if [ ! -x "$PREFIX/venv/bin/python" ]; then
   "$PREFIX/venv/bin/pip" install -q --upgrade pip 2>&1 | { grep -v "^WARNING: Location" || true; }
 fi
 stamp="$PREFIX/venv/.jhub-cloud-deps"
-want=$(cat "$here/setup.cfg" | sha256sum | cut -c1-16)
+want=$(cat "$here/setup.cfg" "$here/sts_wire/pyproject.toml" | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! "$PREFIX/venv/bin/python" -c 'import jhub_cloud, sts_wire' 2>/dev/null \
    || [ "$("$PREFIX/venv/bin/python" -c 'import jhub_cloud, os; print(os.path.dirname(os.path.dirname(jhub_cloud.__file__)))' 2>/dev/null)" != "$here" ]; then
-  step "pip install -e $here[test]"
+  # Two distributions, both editable: sts-wire (built from sts_wire/, what notebook images
+  # install) and jhub-cloud, which depends on it.
+  step "pip install -e $here/sts_wire -e $here[test]"
   # pip's notes on unused local index folders are noise here.
-  "$PREFIX/venv/bin/pip" install -q --disable-pip-version-check -e "$here[test]" 2>&1 | { grep -v -e "^WARNING: Location" -e "BuildBackendWarning" || true; }
+  "$PREFIX/venv/bin/pip" install -q --disable-pip-version-check -e "$here/sts_wire" -e "$here[test]" 2>&1 | { grep -v -e "^WARNING: Location" -e "BuildBackendWarning" || true; }
   [ "${PIPESTATUS[0]}" = 0 ] || { echo "pip install failed" >&2; exit 1; }
+  # An older jhub-cloud shipped the sts-wire script itself; its uninstall may have removed it.
+  [ -x "$PREFIX/venv/bin/sts-wire" ] || "$PREFIX/venv/bin/pip" install -q --disable-pip-version-check \
+    --no-deps --force-reinstall -e "$here/sts_wire" 2>&1 | { grep -v -e "^WARNING: Location" -e "BuildBackendWarning" || true; }
   echo "$want" > "$stamp"
 fi
 chmod -R a+rX "$PREFIX"
