@@ -324,7 +324,10 @@ def _no_jobs_left(request):
     yield
     if "slurm_env" in request.fixturenames:
         slurm = request.getfixturevalue("slurm_env")
-        left = slurm.run("squeue", "-h", "-u", "alice", "-o", "%i %T").stdout.strip()
+        deadline = time.monotonic() + 20  # a cancelled job is COMPLETING for a moment
+        while (left := slurm.run("squeue", "-h", "-u", "alice", "-o", "%i %T").stdout.strip()) \
+                and time.monotonic() < deadline:
+            time.sleep(0.3)
         assert left == "", f"jobs left behind: {left}"
 
 
