@@ -18,7 +18,9 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 @pytest.fixture(scope="module")
 def hub(idp, run_dir):
-    h = CloudHub(idp, run_dir / "hub-spawner-local").start()
+    # A site's pre_spawn_hook reaches the child (the spawner that has the backend's traits).
+    hook = "c.Spawner.pre_spawn_hook = lambda s: s.environment.update(HOOKED_ON=type(s).__name__)\n"
+    h = CloudHub(idp, run_dir / "hub-spawner-local", hub_config=hook).start()
     for user in ("alice", "bob", "carol"):
         h.login(user)  # users and their groups exist in the hub after their first login
     yield h
@@ -51,6 +53,7 @@ def test_alice_server_runs_with_the_profiles_limits_and_leaves_nothing(hub):
     hub.wait_ready("alice")
     (proc,) = singleuser_processes(hub, "alice")
     assert proc.username() == "alice"
+    assert proc.environ()["HOOKED_ON"] == "LocalChild"
     name = cgroup_of(proc.pid, "memory")
     assert name.startswith(hub.cgroup_parent + "/alice-") and cgroup_of(proc.pid, "cpu") == name
     limits = cgroups.read_limits(cgroups.CGroup(CGROUP_ROOT, name))

@@ -133,7 +133,20 @@ class CloudSpawner(Spawner):
     # --- admission: check and reserve under the user's lock, then build the child -----------
     async def run_pre_spawn_hook(self):
         await self._admit()
-        return await maybe_future(super().run_pre_spawn_hook())
+        # The site's hooks reach the child, which is the one that has the backend's traits (the
+        # hub ran them on this wrapper already, before the child existed).
+        child = self._child
+        await child.run_auth_state_hook(await self.user.get_auth_state())
+        await child.apply_group_overrides()
+        result = await maybe_future(child.run_pre_spawn_hook())
+        self._copy_hub_read(child)
+        return result
+
+    def _copy_hub_read(self, child: Spawner) -> None:
+        # Read by the hub from this wrapper (start_timeout before start() even runs).
+        for name in HUB_READ_TRAITS:
+            if child.has_trait(name):
+                setattr(self, name, getattr(child, name))
 
     async def _admit(self) -> None:
         self._events = []
@@ -161,9 +174,7 @@ class CloudSpawner(Spawner):
         except Exception:
             self.reserved = self.profile_name = self.backend_name = None
             raise
-        for name in HUB_READ_TRAITS:
-            if self._child.has_trait(name):
-                setattr(self, name, getattr(self._child, name))
+        self._copy_hub_read(self._child)
 
     def _target(self) -> SpawnTarget:
         return SpawnTarget(self.user.name, self.name or "", tuple(self._groups()))
@@ -252,6 +263,12 @@ class CloudSpawner(Spawner):
         child = await self._ensure_child()
         if child is not None and hasattr(child, "delete_forever"):
             await maybe_future(child.delete_forever())
+
+    async def move_certs(self, paths):
+        # Internal SSL: the child knows where its server can read them (home, volume, ...).
+        if self._child is not None:
+            return await maybe_future(self._child.move_certs(paths))
+        return await super().move_certs(paths)
 
     @observe("port")
     def _port_to_child(self, change):
