@@ -4,6 +4,7 @@ pytest_plugins = [
     "tests.testbed.fixtures",
     "tests.testbed.slurm",
     "tests.testbed.docker",
+    "tests.testbed.images",
     "tests.testbed.proxy",
     "tests.testbed.browser",
     "tests.testbed.seaweedfs",
