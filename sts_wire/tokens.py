@@ -4,8 +4,8 @@ Each source's ``fetch()`` returns a fresh :class:`Token` or raises StsWireError 
 message and the right exit code. Tokens never appear in ``repr``, logs, URLs or arguments:
 client secrets go in the request body or the Basic header, never in a query string.
 
-TLS: every request passes ``verify=`` explicitly (the CA file of the spec, else the system
-bundle), so a ``REQUESTS_CA_BUNDLE`` in the environment can not silently replace it.
+Talking to the identity provider (TLS, discovery, JWT verification, the OAuth client) is in
+sts_wire.idp.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import requests
-import tenacity
 
 from .core.secretfile import SecretFileError, read_secret_file
 from .errors import Exit, StsWireError
+from .idp import Http, OAuthClient, _idp_error, _json, _origin, default_verify, jwt_claims_unverified
 from .runtime import write_private
 from .spec import TokenSpec
 from .urls import require_secure
@@ -33,9 +33,6 @@ from .urls import require_secure
 log = logging.getLogger("sts_wire.tokens")
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
-SYSTEM_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
-TIMEOUT = (5, 20)
-RETRIES = 3
 
 
 @dataclass
@@ -55,126 +52,6 @@ class Token:
         return self.expires_at - (time.time() if now is None else now)
 
 
-def default_verify(ca_file: str | None) -> str | bool:
-    """The CA bundle to verify TLS with: the one configured, else the system's."""
-    if ca_file:
-        if not os.path.isfile(ca_file):
-            raise StsWireError(f"CA file {ca_file} does not exist", Exit.SPEC)
-        return ca_file
-    for var in ("STS_WIRE_CA_FILE",):
-        if os.environ.get(var) and os.path.isfile(os.environ[var]):
-            return os.environ[var]
-    return SYSTEM_BUNDLE if os.path.isfile(SYSTEM_BUNDLE) else True
-
-
-class Http:
-    """A requests session that always passes verify= (environment CA variables cannot win)
-    and keeps proxies from the environment."""
-
-    def __init__(self, verify: str | bool, cert: tuple[str, str] | None = None):
-        self.verify = verify
-        self.cert = cert
-        self.session = requests.Session()
-        self.session.headers["User-Agent"] = "sts-wire"
-
-    def request(self, method: str, url: str, what: str, unreachable: Exit, **kw) -> requests.Response:
-        """One request; a refused connection or a timeout is tried again twice after a short
-        random wait (jitter: many servers that lost the IdP together do not come back together).
-        TLS failures are not retried: they do not heal by themselves."""
-        kw.setdefault("timeout", TIMEOUT)
-        retrying = tenacity.Retrying(retry=tenacity.retry_if_exception(_transient), reraise=True,
-                                     stop=tenacity.stop_after_attempt(RETRIES),
-                                     wait=tenacity.wait_random_exponential(multiplier=0.5, max=4))
-        try:
-            return retrying(self.session.request, method, url, verify=self.verify, cert=self.cert, **kw)
-        except requests.exceptions.SSLError as e:
-            raise StsWireError(f"{what}: TLS verification of {_origin(url)} failed ({_short(e)})",
-                               unreachable, "give the server's CA with ca_file (token.ca_file)") from None
-        except requests.exceptions.Timeout:
-            raise StsWireError(f"{what}: {_origin(url)} did not answer in time", unreachable) from None
-        except requests.exceptions.ConnectionError as e:
-            raise StsWireError(f"{what}: cannot reach {_origin(url)} ({_short(e)})", unreachable) from None
-
-
-def _transient(e: BaseException) -> bool:
-    transient = (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
-    return isinstance(e, transient) and not isinstance(e, requests.exceptions.SSLError)
-
-
-def _origin(url: str) -> str:
-    u = urllib.parse.urlsplit(url)
-    return f"{u.scheme}://{u.netloc}"
-
-
-def _short(e: BaseException) -> str:
-    text = str(e)
-    for marker in ("Connection refused", "Name or service not known", "timed out",
-                   "certificate verify failed", "No route to host", "Network is unreachable"):
-        if marker in text:
-            return marker
-    return text.split(":")[-1].strip()[:120] or type(e).__name__
-
-
-def _json(r: requests.Response) -> dict:
-    try:
-        doc = r.json()
-    except ValueError:
-        return {}
-    return doc if isinstance(doc, dict) else {}
-
-
-def jwt_claims_unverified(token: str) -> dict:
-    """Claims of a JWT without checking its signature. Used only as a *scheduling hint* (when
-    to renew) and to show a name; the STS verifies the token before any key is given."""
-    import jwt
-
-    try:
-        return jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError:
-        return {}
-
-
-def verified_claims(token: str, issuer: str, verify: str | bool, audience: str | None = None) -> dict:
-    """Verify a JWT access token against the issuer's JWKS (discovery); return its claims."""
-    import ssl
-
-    import jwt
-
-    http = Http(verify)
-    meta = discover(http, issuer)
-    ctx = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
-    try:
-        key = jwt.PyJWKClient(meta["jwks_uri"], ssl_context=ctx).get_signing_key_from_jwt(token)
-        return jwt.decode(token, key.key, algorithms=["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"],
-                          issuer=meta.get("issuer", issuer), audience=audience,
-                          options={"verify_aud": audience is not None})
-    except jwt.ExpiredSignatureError:
-        raise StsWireError("the access token has expired", Exit.TOKEN) from None
-    except jwt.InvalidAudienceError:
-        raise StsWireError(f"the access token is not meant for audience {audience!r}", Exit.TOKEN) from None
-    except jwt.PyJWTError as e:
-        raise StsWireError(f"the access token does not verify against {issuer}: {e}", Exit.TOKEN) from None
-
-
-_DISCOVERY: dict[str, dict] = {}
-
-
-def discover(http: Http, issuer: str) -> dict:
-    """The issuer's OpenID configuration (cached per process)."""
-    if issuer in _DISCOVERY:
-        return _DISCOVERY[issuer]
-    url = issuer.rstrip("/") + "/.well-known/openid-configuration"
-    r = http.request("GET", url, "OpenID discovery", Exit.IDP_UNREACHABLE)
-    if r.status_code != 200:
-        raise StsWireError(f"OpenID discovery at {url} answered HTTP {r.status_code}", Exit.IDP_UNREACHABLE,
-                           "is token.issuer the issuer URL of the identity provider?")
-    meta = _json(r)
-    if "token_endpoint" not in meta:
-        raise StsWireError(f"OpenID discovery at {url} has no token_endpoint", Exit.IDP_UNREACHABLE)
-    _DISCOVERY[issuer] = meta
-    return meta
-
-
 def _expiry(resp: dict, access_token: str, now: float) -> float | None:
     if isinstance(resp.get("expires_at"), int | float):
         return float(resp["expires_at"])
@@ -187,6 +64,15 @@ def _expiry(resp: dict, access_token: str, now: float) -> float | None:
 def _user_of(access_token: str) -> str | None:
     c = jwt_claims_unverified(access_token)
     return c.get("preferred_username") or c.get("username")
+
+
+def token_from(resp: dict, now: float, source: str, refresh_token: str | None) -> Token:
+    """The token in an IdP's token-endpoint answer (a refresh token not sent again is kept)."""
+    at = resp.get("access_token")
+    if not at:
+        raise StsWireError("the identity provider's answer has no access_token", Exit.TOKEN)
+    return Token(at, _expiry(resp, at, now), now, source,
+                 refresh_token=resp.get("refresh_token") or refresh_token, user=_user_of(at))
 
 
 class TokenSource:
@@ -340,61 +226,6 @@ def read_secret(spec: TokenSpec, env: dict | None = None) -> str | None:
     return None
 
 
-class OAuthClient:
-    def __init__(self, spec: TokenSpec, verify: str | bool, secret: str | None):
-        self.spec = spec
-        self.http = Http(verify)
-        self._secret = secret
-        self.auth_method = spec.client_auth or ("basic" if secret else "none")
-        if self.auth_method in ("basic", "post") and not secret:
-            raise StsWireError(
-                f"client authentication {self.auth_method} needs a client secret", Exit.SPEC,
-                f"put it in a file (token.client_secret_file) or in ${spec.client_secret_env}")
-
-    @property
-    def meta(self) -> dict:
-        return discover(self.http, self.spec.issuer)
-
-    def _auth(self, data: dict) -> tuple[dict, Any]:
-        data = {**data}
-        if self.auth_method == "post":
-            data.update(client_id=self.spec.client_id, client_secret=self._secret)
-            return data, None
-        if self.auth_method == "basic":
-            q = urllib.parse.quote_plus
-            return data, requests.auth.HTTPBasicAuth(q(self.spec.client_id), q(self._secret))
-        data["client_id"] = self.spec.client_id
-        return data, None
-
-    def post_token(self, data: dict, what: str) -> tuple[int, dict]:
-        data, auth = self._auth(data)
-        r = self.http.request("POST", self.meta["token_endpoint"], what, Exit.IDP_UNREACHABLE,
-                              data=data, auth=auth, headers={"Accept": "application/json"})
-        return r.status_code, _json(r)
-
-    def token_from(self, resp: dict, now: float, source: str, refresh_token: str | None) -> Token:
-        at = resp.get("access_token")
-        if not at:
-            raise StsWireError("the identity provider's answer has no access_token", Exit.TOKEN)
-        return Token(at, _expiry(resp, at, now), now, source,
-                     refresh_token=resp.get("refresh_token") or refresh_token, user=_user_of(at))
-
-
-def _idp_error(status: int, resp: dict, what: str) -> StsWireError:
-    err = resp.get("error", f"HTTP {status}")
-    desc = resp.get("error_description", "")
-    if err == "invalid_grant":
-        return StsWireError(f"{what}: the refresh token is expired, revoked or not for this client "
-                            f"({desc or err})", Exit.TOKEN,
-                            "log in again to get a new refresh token (sts-wire mount --token-source device)")
-    if err in ("invalid_client", "unauthorized_client"):
-        return StsWireError(f"{what}: the identity provider refused the client ({desc or err})", Exit.TOKEN,
-                            "check token.client_id, the client secret and token.client_auth (basic/post)")
-    if status >= 500:
-        return StsWireError(f"{what}: the identity provider failed (HTTP {status})", Exit.IDP_UNREACHABLE)
-    return StsWireError(f"{what}: the identity provider refused ({err}{': ' + desc if desc else ''})", Exit.TOKEN)
-
-
 class RefreshSource(TokenSource):
     """The refresh-token grant against the issuer's token endpoint; a rotated refresh token is
     written back (0600) to the file it came from."""
@@ -431,7 +262,7 @@ class RefreshSource(TokenSource):
         status, resp = self.client.post_token(data, "refresh-token grant")
         if status != 200:
             raise _idp_error(status, resp, "refresh-token grant")
-        tok = self.client.token_from(resp, now, self.name, rt)
+        tok = token_from(resp, now, self.name, rt)
         if tok.refresh_token and tok.refresh_token != rt:
             self._refresh_token = tok.refresh_token
             if self.file is not None:
@@ -497,7 +328,7 @@ class DeviceSource(TokenSource):
                 {"grant_type": DEVICE_GRANT, "device_code": dev["device_code"]}, "device-code flow")
             if status == 200:
                 print("Signed in.", file=self.out, flush=True)
-                return self.client.token_from(resp, now, self.name, None)
+                return token_from(resp, now, self.name, None)
             err = resp.get("error")
             if err == "authorization_pending":
                 if time.monotonic() - last_note > 30:

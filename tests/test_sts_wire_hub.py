@@ -11,8 +11,9 @@ import time
 import pytest
 
 from sts_wire.errors import Exit, StsWireError
+from sts_wire.idp import verified_claims
 from sts_wire.spec import TokenSpec
-from sts_wire.tokens import HubSource, make_source, verified_claims
+from sts_wire.tokens import HubSource, make_source
 from tests.sts_wire_helpers import Secrets, Wire, fuse_mounts_under, write_spec
 from tests.testbed.hub import Hub, server_environ
 from tests.testbed.idp import IdP

@@ -12,14 +12,9 @@ import time
 import pytest
 
 from sts_wire.errors import Exit, StsWireError
+from sts_wire.idp import OAuthClient, verified_claims
 from sts_wire.spec import TokenSpec
-from sts_wire.tokens import (
-    DeviceSource,
-    FileSource,
-    OAuthClient,
-    RefreshSource,
-    verified_claims,
-)
+from sts_wire.tokens import DeviceSource, FileSource, RefreshSource
 from tests.testbed.idp import IdP
 from tests.testbed.paths import free_port
 
@@ -93,7 +88,7 @@ def test_secret_goes_in_body_or_header_never_in_url(tmp_path):
 
         def do_GET(self):  # discovery
             base = f"http://127.0.0.1:{self.server.server_port}"
-            body = json.dumps({"issuer": base, "token_endpoint": base + "/token"}).encode()
+            body = json.dumps({"issuer": base, "token_endpoint": base + "/token", "jwks_uri": base + "/jwks"}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.end_headers()
@@ -193,19 +188,16 @@ def test_tls_uses_the_given_ca_even_with_requests_ca_bundle_set(idp, monkeypatch
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
     login = idp.login("alice", client_id="sts-wire")
     assert RefreshSource(oauth(idp), refresh_token=login["refresh_token"]).fetch().user == "alice"
-    from sts_wire import tokens
-
-    tokens._DISCOVERY.clear()
     with pytest.raises(StsWireError) as e:
         RefreshSource(oauth(idp, ca=False), refresh_token=login["refresh_token"]).fetch()
-    assert e.value.code == Exit.IDP_UNREACHABLE and "TLS verification" in e.value.message
+    assert e.value.code == Exit.IDP_UNREACHABLE and "TLS certificate is not trusted" in e.value.message
 
 
 def test_unreachable_idp(idp):
     spec = TokenSpec(source="refresh", issuer=f"https://127.0.0.1:{free_port()}", client_id="sts-wire")
     with pytest.raises(StsWireError) as e:
         RefreshSource(OAuthClient(spec, True, None), refresh_token="x").fetch()
-    assert e.value.code == Exit.IDP_UNREACHABLE and "cannot reach" in e.value.message
+    assert e.value.code == Exit.IDP_UNREACHABLE and "the IdP cannot be reached" in e.value.message
 
 
 # --- device-code flow ----------------------------------------------------------------------------
@@ -244,7 +236,7 @@ def test_a_dropped_connection_is_tried_again_with_jitter():
     the failure is named."""
     import socket
 
-    from sts_wire.tokens import RETRIES, Http
+    from sts_wire.idp import RETRIES, Http
 
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))

@@ -71,7 +71,7 @@ def cmd_check(args) -> int:
         left = token.remaining()
         extra = ""
         if spec.token.issuer:
-            from ..tokens import default_verify, verified_claims
+            from ..idp import default_verify, verified_claims
 
             claims = verified_claims(token.access_token, spec.token.issuer, default_verify(spec.token.ca_file),
                                      spec.token.audience)
