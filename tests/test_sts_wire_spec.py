@@ -215,7 +215,7 @@ def test_every_allowed_flag_is_a_flag_of_this_rclone():
     """The allow-list names flags that rclone mount2 knows, with values of the kind it takes."""
     import subprocess
 
-    from sts_wire.spec import ALLOWED_FLAGS
+    from sts_wire.flags import ALLOWED_FLAGS
     from tests.testbed.paths import rclone_bin
 
     text = "".join(subprocess.run([rclone_bin(), *cmd], capture_output=True, text=True).stdout
