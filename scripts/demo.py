@@ -1,0 +1,294 @@
+#!/usr/bin/env python3
+"""The jhub-cloud demo: the whole suite on this machine until Ctrl-C (started by scripts/demo.sh).
+
+It starts, on loopback, with the testbed's own service launchers (tests/testbed/):
+- an OpenID Connect provider (panva oidc-provider, HTTPS with a demo CA) with demo users and groups;
+- SeaweedFS with S3 and OIDC STS, a bucket per user, ``scratch`` and group buckets;
+- JupyterHub with the IAM authenticator and CloudSpawner: the spawn page offers each user the
+  profiles of their groups; servers run under sts-wire, which mounts the user's bucket and scratch.
+
+Backends: ``local`` (default: servers are processes of the system users alice, bob, carol, dave),
+``docker`` (containers of images/lab under a private dockerd; the first run builds the images).
+Ctrl-C stops every server, then every service, by PID, and unmounts what is left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import fcntl
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from cryptography import x509  # noqa: E402
+
+from tests.testbed.cloudhub import CloudHub, spawner_profiles  # noqa: E402
+from tests.testbed.idp import USERS, IdP  # noqa: E402
+from tests.testbed.pki import PKI, make_pki  # noqa: E402
+from tests.testbed.procs import Daemon, log_tail, mounts_under, unmount_all_under  # noqa: E402
+from tests.testbed.seaweedfs import SeaweedFS  # noqa: E402
+
+STATE = Path(os.environ.get("JHUB_CLOUD_DEMO_DIR", "/var/lib/jhub-cloud-demo"))
+HUB_PORT, IDP_PORT = 17800, 17801       # fixed and unusual: easy to tunnel, clear of test ports
+CGROUP_PARENT = "jhub-cloud-demo"
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+BACKENDS = ("local", "docker")
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+class Progress:
+    def __init__(self):
+        self.t0 = time.monotonic()
+
+    def __call__(self, msg: str) -> None:
+        print(f"[demo {time.monotonic() - self.t0:4.0f}s] {msg}", flush=True)
+
+
+@dataclass
+class DemoHub(CloudHub):
+    """The testbed's CloudHub, with the demo's own cgroup folder for the local servers."""
+
+    @property
+    def cgroup_parent(self) -> str:
+        return CGROUP_PARENT
+
+
+def demo_pki(folder: Path) -> PKI:
+    """The demo CA and certificates, kept between runs (a browser told to trust the CA once
+    keeps trusting it) and made anew when the server certificate is within two days of expiry."""
+    p = PKI(folder, folder / "ca.crt", folder / "bundle.crt", folder / "server.crt", folder / "server.key",
+            folder / "sig.crt", folder / "sig.key")
+    with contextlib.suppress(OSError, ValueError):
+        cert = x509.load_pem_x509_certificate(p.server_cert.read_bytes())
+        left = cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC)
+        if left > datetime.timedelta(days=2) and all(f.exists() for f in (p.ca_cert, p.bundle, p.server_key,
+                                                                          p.sig_cert, p.sig_key)):
+            return p
+    return make_pki(folder)
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def profiles_of(user: str, profiles: list[dict]) -> list[str]:
+    groups = set(USERS[user]["groups"])
+    return [p["name"] for p in profiles if groups & set(p["groups"])]
+
+
+class Demo:
+    def __init__(self, args, say: Progress):
+        self.args, self.say = args, say
+        self.state = Path(args.state)
+        self.s3_root = self.state / "s3"
+        self.started: list = []          # services, in start order (stopped in reverse)
+        self.hub: DemoHub | None = None
+        self.dockerd = None
+
+    # --- start --------------------------------------------------------------------------------
+    def start(self) -> None:
+        for port in (self.args.port, self.args.idp_port):
+            if not port_free(port):
+                raise DemoError(f"port {port} on 127.0.0.1 is in use (another demo?): stop it, or pass "
+                                "--port and --idp-port with free ports")
+        self.say("demo CA and certificates")
+        pki = demo_pki(self.state / "pki")
+        self.say(f"OpenID provider on https://localhost:{self.args.idp_port}")
+        idp = IdP(pki, self.state / "idp", port=self.args.idp_port)
+        self.started.append(idp)
+        idp.start()
+        self.say("SeaweedFS (S3 + STS) with the buckets")
+        s3 = SeaweedFS(idp, self.state / "seaweedfs")
+        self.started.append(s3)
+        s3.start()
+        extra, hub_config = self.backend_config(s3)
+        self.say(f"JupyterHub with CloudSpawner ({self.args.backend} backend) on http://127.0.0.1:{self.args.port}")
+        shutil.rmtree(self.state / "hub", ignore_errors=True)   # a fresh hub database each run
+        self.hub = DemoHub(idp, self.state / "hub", extra=extra, hub_config=hub_config, port=self.args.port)
+        self.started.append(self.hub)
+        self.hub.start(timeout=120)
+        self.idp, self.s3 = idp, s3
+
+    def storage(self, s3: SeaweedFS) -> dict:
+        return {"s3_endpoint": s3.endpoint, "provider": "SeaweedFS", "role_arn": s3.role_arn,
+                "region": s3.region, "mount_roots": [str(self.s3_root) if self.args.backend == "local" else "/s3"]}
+
+    def backend_config(self, s3: SeaweedFS) -> tuple[dict, str]:
+        if self.args.backend == "docker":
+            return self.docker_config(s3)
+        # Local servers share this machine's file system: each user gets a folder of their own
+        # holding their mounts (<root>/alice/alice, <root>/alice/scratch), shown as the root of
+        # JupyterLab's file browser.
+        self.s3_root.mkdir(parents=True, exist_ok=True)
+        self.s3_root.chmod(0o1777)
+        mounts = [{"bucket": "{username}", "path": f"{self.s3_root}/{{username}}/{{username}}"},
+                  {"bucket": "scratch", "path": f"{self.s3_root}/{{username}}/scratch"}]
+        extra = {**spawner_profiles(mounts), "storage": self.storage(s3)}
+        return extra, (f"c.Spawner.notebook_dir = {str(self.s3_root)!r} + '/{{username}}'\n"
+                       "c.Spawner.default_url = '/lab'\n")
+
+    def docker_config(self, s3: SeaweedFS) -> tuple[dict, str]:
+        from demo_docker import start_docker  # scripts/demo_docker.py
+
+        self.dockerd, image = start_docker(self.state / "docker", self.say)
+        self.started.append(self.dockerd)
+        mounts = [{"bucket": "{username}", "path": "/s3/{username}"}, {"bucket": "scratch", "path": "/s3/scratch"}]
+        extra = {**spawner_profiles(mounts), "storage": self.storage(s3)}
+        for p in extra["profiles"]:
+            p["backend"] = "docker"
+            p["choices"]["image"] = {"options": [image], "default": image}
+        extra["backends"] = {"docker": {"network": "host", "host_ip": "127.0.0.1", "pull_policy": "never"}}
+        hub_config = (f"import os\nos.environ['DOCKER_HOST'] = {self.dockerd.host!r}\n"
+                      "c.Spawner.notebook_dir = '/s3'\nc.Spawner.default_url = '/lab'\n")
+        return extra, hub_config
+
+    # --- run ----------------------------------------------------------------------------------
+    def banner(self) -> str:
+        url = f"http://127.0.0.1:{self.args.port}"
+        profiles = self.hub.extra["profiles"]
+        hp, ip = self.args.port, self.args.idp_port
+        lines = ["", "=" * 78, f"  jhub-cloud demo is up: {url}", "",
+                 "  Log in at the demo identity provider as:"]
+        for user, info in USERS.items():
+            offered = profiles_of(user, profiles)
+            what = ("profiles " + ", ".join(offered)) if offered else "refused: not in an allowed group"
+            admin = " (admin)" if "admins" in info["groups"] else ""
+            lines.append(f"    {user:6} password {info['password']:9} groups {', '.join(info['groups']):16} "
+                         f"{what}{admin}")
+        lines += ["",
+                  f"  The provider is https://localhost:{self.args.idp_port} with a demo CA: trust",
+                  f"  {self.state / 'pki' / 'ca.crt'} in your browser, or accept its warning.",
+                  f"  From another machine: ssh -L {hp}:127.0.0.1:{hp} -L {ip}:127.0.0.1:{ip} <this host>,",
+                  f"  then open {url} there.",
+                  f"  In a server: your bucket and scratch are folders in JupyterLab (S3 at {self.s3.endpoint}).",
+                  f"  Logs: {self.state}/{{idp,seaweedfs,hub}}/*.log     Stop: Ctrl-C",
+                  "=" * 78, ""]
+        return "\n".join(lines)
+
+    def daemons(self) -> list[Daemon]:
+        out = []
+        for svc in self.started:
+            d = getattr(svc, "daemon", None)
+            if d is not None:
+                out.append(d)
+        return out
+
+    def watch(self, stop_requested) -> None:
+        while not stop_requested():
+            for d in self.daemons():
+                if not d.alive():
+                    raise DemoError(f"{d.name} stopped unexpectedly; the end of {d.log}:\n{log_tail(d.log, 20)}")
+            time.sleep(0.5)
+
+    # --- stop ---------------------------------------------------------------------------------
+    def stop(self) -> None:
+        for svc in reversed(self.started):
+            name = type(svc).__name__
+            try:
+                if isinstance(svc, CloudHub):
+                    self.say("stopping the notebook servers and JupyterHub")
+                else:
+                    self.say(f"stopping {name}")
+                svc.stop()
+            except Exception as e:  # stop the others all the same
+                self.say(f"stopping {name} failed: {e}")
+        self.started.clear()
+        root = self.s3_root
+        if mounts_under(root):
+            self.say(f"unmounting {', '.join(mounts_under(root))}")
+            unmount_all_under(root)
+        for c in ("cpu", "memory"):
+            d = CGROUP_ROOT / c / CGROUP_PARENT
+            with contextlib.suppress(OSError):
+                for sub in d.iterdir():
+                    if sub.is_dir():
+                        sub.rmdir()
+                d.rmdir()
+
+
+def take_lock(state: Path):
+    state.mkdir(parents=True, exist_ok=True)
+    state.chmod(0o755)
+    lock = open(state / "demo.lock", "a+")  # noqa: SIM115 (held while the demo runs)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        raise DemoError(f"another demo is running on {state} (PID {lock.read().strip() or '?'}): "
+                        "stop it with Ctrl-C first, or set JHUB_CLOUD_DEMO_DIR to another folder") from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(str(os.getpid()))
+    lock.flush()
+    return lock
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--backend", choices=BACKENDS, default="local",
+                    help="where notebook servers run (default local)")
+    ap.add_argument("--port", type=int, default=HUB_PORT, help=f"the hub's port on 127.0.0.1 (default {HUB_PORT})")
+    ap.add_argument("--idp-port", type=int, default=IDP_PORT,
+                    help=f"the identity provider's port on localhost (default {IDP_PORT})")
+    ap.add_argument("--state", default=str(STATE), help=f"state and logs (default {STATE}; $JHUB_CLOUD_DEMO_DIR)")
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("demo: run it as root (servers run as the demo's system users)", file=sys.stderr)
+        return 1
+    say = Progress()
+    stop = {"asked": False}
+
+    def on_signal(signum, frame):
+        if stop["asked"]:
+            print("\n(still stopping; it takes a few seconds)", flush=True)
+        stop["asked"] = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    demo = None
+    try:
+        lock = take_lock(Path(args.state))
+        demo = Demo(args, say)
+        demo.start()
+        if not stop["asked"]:
+            print(demo.banner(), flush=True)
+            say(f"ready in {time.monotonic() - say.t0:.0f} s")
+            demo.watch(lambda: stop["asked"])
+        print(flush=True)
+        say("Ctrl-C: stopping")
+        rc = 0
+    except DemoError as e:
+        print(f"demo: {e}", file=sys.stderr, flush=True)
+        rc = 1
+    except Exception as e:
+        print(f"demo: failed: {e}", file=sys.stderr, flush=True)
+        rc = 1
+    finally:
+        if demo is not None:
+            demo.stop()
+            say("stopped: nothing of the demo is running")
+    with contextlib.suppress(NameError):
+        lock.close()
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

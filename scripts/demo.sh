@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The demo: jhub-cloud's whole suite on this machine (OIDC provider, SeaweedFS with STS, JupyterHub
+# with CloudSpawner), until Ctrl-C. Run as root on Debian 12; the first run installs what is
+# missing (scripts/setup.sh), later runs only check and are ready in seconds.
+#   scripts/demo.sh                    # servers as local processes
+#   scripts/demo.sh --backend docker   # servers in containers of images/lab (built on first use)
+#   scripts/demo.sh --help
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+PREFIX=${JHUB_CLOUD_PREFIX:-/opt/jhub-cloud}
+case " $* " in *" -h "*|*" --help "*) exec "$PREFIX/venv/bin/python" "$here/scripts/demo.py" "$@";; esac
+echo "[demo] installing what is missing (scripts/setup.sh)"
+bash "$here/scripts/setup.sh"
+exec "$PREFIX/venv/bin/python" "$here/scripts/demo.py" "$@"
