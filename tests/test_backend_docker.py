@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import urllib.request
 from types import SimpleNamespace
 
@@ -203,3 +204,104 @@ def test_gpu_device_requests_reach_docker(docker_host, lab_image, gpu_cfg, want)
             docker_host.client().api.remove_container(obj["Id"], force=True)
 
     asyncio.run(run())
+
+
+# --- through the real hub: CloudSpawner drives DockerChild ---------------------------------------
+
+PROFILE = "physics-docker"
+
+
+@pytest.fixture(scope="module")
+def docker_hub(idp, seaweedfs, docker_host, lab_image, run_dir, user_fuse):
+    from tests.testbed.cloudhub import CloudHub
+
+    mounts = [{"bucket": "{username}", "path": "/s3/{username}"},
+              {"bucket": "scratch", "path": "/s3/scratch", "read_only": True}]
+    extra = {
+        "backends": {"docker": backend(pull_policy="never")},
+        "groups": {"physics": {"max_servers": 2, "max_cpu": 2, "max_memory": "2G", "max_gpus": 0},
+                   "cms": {"max_servers": 1, "max_cpu": 1, "max_memory": "1G", "max_gpus": 0},
+                   "admins": {"max_servers": 1, "max_cpu": 1, "max_memory": "1G", "max_gpus": 0}},
+        "profiles": [{
+            "name": PROFILE, "display_name": "Container", "backend": "docker", "groups": ["physics"],
+            "mounts": mounts,
+            "choices": {"image": {"options": [lab_image]}, "cpu": {"options": [0.5, 1], "default": 0.5},
+                        "memory": {"options": ["512M", "1G"], "default": "512M"}},
+        }],
+        "storage": {"s3_endpoint": seaweedfs.endpoint, "provider": "SeaweedFS",
+                    "role_arn": seaweedfs.role_arn, "region": seaweedfs.region, "mount_roots": ["/s3"]},
+    }
+    h = CloudHub(idp, run_dir / "hub-docker", extra=extra,
+                 hub_config="c.Spawner.notebook_dir = '/s3'\nc.DockerChild.poll_interval = 3\n")
+    h.start()
+    h.login("alice")
+    yield h
+    h.stop()
+
+
+def _container_env(dockerd, name: str) -> dict:
+    info = dockerd.client().api.inspect_container(name)
+    return dict(e.split("=", 1) for e in info["Config"]["Env"])
+
+
+def test_alice_docker_server_through_the_hub(docker_hub, docker_host, seaweedfs):
+    import requests
+
+    hub = docker_hub
+    seaweedfs.admin_s3().put_object(Bucket="scratch", Key="shared.txt", Body=b"for everyone\n")
+    r = hub.spawn("alice", options={"profile": PROFILE, "cpu": 1, "memory": "1G"})
+    assert r.status_code in (201, 202), r.text + hub.log_tail(60)
+    hub.wait_ready("alice", timeout=120)
+    assert _server_state(hub)["child"]["object_name"] == "jhub-alice"
+
+    info = docker_host.client().api.inspect_container("jhub-alice")
+    hc = info["HostConfig"]
+    assert (hc["CpuQuota"], hc["CpuPeriod"], hc["Memory"]) == (100_000, 100_000, 1024 * MiB)
+    assert hc["NetworkMode"] == "host" and hc["Privileged"] is False
+    assert hc["CapAdd"] == ["SYS_ADMIN"] and [d["PathOnHost"] for d in hc["Devices"]] == ["/dev/fuse"]
+    assert info["Config"]["Cmd"][:5] == ["sts-wire", "run", "--spec", "env:STS_WIRE_SPEC", "--"]
+    env = _container_env(docker_host, "jhub-alice")
+    assert "AWS_SECRET_ACCESS_KEY" not in env and "JHUB_CLOUD_CLIENT_SECRET" not in env
+
+    base = f"{hub.url}/user/alice/api/contents"
+    headers = {"Authorization": f"token {env['JUPYTERHUB_API_TOKEN']}"}
+    r = requests.put(f"{base}/alice/from-docker.txt", headers=headers, timeout=30,
+                     json={"type": "file", "format": "text", "content": "hello from a container\n"})
+    assert r.status_code in (200, 201), r.text
+    r = requests.get(f"{base}/scratch/shared.txt", headers=headers, timeout=30)
+    assert r.status_code == 200 and r.json()["content"] == "for everyone\n", r.text
+    assert _wait_object(seaweedfs, "alice", "from-docker.txt") == b"hello from a container\n"
+
+    hub.stop_server("alice")
+    names = [c.name for c in docker_host.client().containers.list(all=True)]
+    assert "jhub-alice" not in names
+    assert "jhub-test-home-alice" in [v.name for v in docker_host.client().volumes.list()]
+
+
+def test_killed_container_shows_stopped_within_a_poll(docker_hub, docker_host):
+    hub = docker_hub
+    r = hub.spawn("alice", server="second", options={"profile": PROFILE})
+    assert r.status_code in (201, 202), r.text
+    hub.wait_ready("alice", "second", timeout=120)
+    docker_host.docker("kill", "jhub-alice--second")
+    t0 = time.monotonic()
+    while "second" in hub.servers("alice") and time.monotonic() - t0 < 30:
+        time.sleep(0.3)
+    assert "second" not in hub.servers("alice"), "the hub still shows the server of a killed container"
+    assert time.monotonic() - t0 < 3 + 5  # poll_interval 3 s, plus the hub's jitter and our wait
+    names = [c.name for c in docker_host.client().containers.list(all=True)]
+    assert "jhub-alice--second" not in names
+
+
+def _server_state(hub, user="alice", server=""):
+    return hub.user(user)["servers"][server]["state"]
+
+
+def _wait_object(seaweedfs, bucket, key, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return seaweedfs.admin_s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+        except Exception:  # noqa: BLE001 (uploaded after close(): not there yet)
+            time.sleep(0.5)
+    return None

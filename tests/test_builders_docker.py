@@ -34,6 +34,7 @@ def test_command_and_environment_passed_as_given_profile_env_underneath():
     s = build(res(environment={"A": "1", "STS_WIRE_SPEC": "profile"}))
     assert s["cmd"] == CMD and s["cmd"] is not CMD
     assert s["environment"] == {"A": "1", "STS_WIRE_SPEC": ENV["STS_WIRE_SPEC"]}
+    assert s["env_keep"] == []  # nothing of the hub's own environment
 
 
 def test_container_removed_and_named_from_safe_server_name():

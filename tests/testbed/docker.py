@@ -35,7 +35,8 @@ LAB_IMAGE = "jhub-cloud/lab"  # tagged with a hash of what goes into it (see lab
 LAB_DOCKERFILE = """\
 FROM {base}
 COPY fusermount3 /usr/bin/fusermount3
-RUN chmod 4755 /usr/bin/fusermount3 && useradd -m -u 1000 -s /bin/bash jovyan
+RUN chmod 4755 /usr/bin/fusermount3 && useradd -m -u 1000 -s /bin/bash jovyan \\
+ && mkdir -m 1777 /s3
 USER jovyan
 WORKDIR /home/jovyan
 ENV PATH=/opt/jhub-cloud/venv/bin:/usr/local/bin:/usr/bin:/bin

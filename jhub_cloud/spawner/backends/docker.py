@@ -14,7 +14,7 @@ import asyncio
 
 from dockerspawner import DockerSpawner
 from jupyterhub.utils import random_port
-from traitlets import Bool, Unicode
+from traitlets import Bool, Unicode, observe
 
 
 class DockerChild(DockerSpawner):
@@ -25,6 +25,13 @@ class DockerChild(DockerSpawner):
     ).tag(config=True)
 
     _phase = Unicode("")
+
+    @observe("name_template")
+    def _name_template_changed(self, change):
+        # Settings may arrive after construction (and after load_state computed the default
+        # name); a container already known by its state keeps its name.
+        if not self.object_id:
+            self.object_name = self._object_name_default()
 
     async def check_allowed(self, image):
         if image != self.image:

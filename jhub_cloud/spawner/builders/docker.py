@@ -139,6 +139,9 @@ def child_settings(resources: Resources, target: SpawnTarget, backend: Mapping,
         "mem_limit": memory,
         "cmd": list(cmd),
         "environment": {**resources.environment, **env},
+        # The hub's PATH and the like mean nothing in the image (a site's c.Spawner.env_keep
+        # would otherwise reach the container too).
+        "env_keep": [],
         "remove": True,
         "name_template": container_name(target),
         "volumes": _volumes(cfg, target),
