@@ -62,6 +62,8 @@ def _apply_hub(c, hub: Mapping, resolve_secret) -> None:
     c.Spawner.env_keep = SERVER_ENV_KEEP
     c.JupyterHub.custom_scopes = {**CUSTOM_SCOPES}
     c.JupyterHub.load_roles = [USER_ROLE]
+    # Our page templates before JupyterHub's (error.html: a refusal's message shown once).
+    c.JupyterHub.template_paths = [str(Path(__file__).with_name("templates"))]
 
 
 def _apply_auth(c, auth: Mapping, resolve_secret) -> None:

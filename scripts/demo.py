@@ -82,6 +82,8 @@ def demo_pki(folder: Path) -> PKI:
 
 def port_free(port: int) -> bool:
     with socket.socket() as s:
+        # As servers bind: connections of an earlier run in TIME-WAIT do not make the port busy.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
