@@ -466,3 +466,56 @@ def _job_processes(slurm, user="alice", timeout=15):
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.3)
+
+
+def test_waiting_job_shows_state_and_reason_on_the_hub_progress(slurm_hub, slurm_env):
+    import json
+
+    import requests
+
+    hub, slurm = slurm_hub, slurm_env
+    blocker = slurm.run("sbatch", "--parsable", f"--gres=gpu:{slurm.gpu_count}", "--mem=50M",
+                        "--output=/dev/null", "--wrap", "sleep 300", user="bob").stdout.strip()
+    try:
+        r = hub.spawn("alice", options={"profile": GPU_PROFILE, "gpus": 1})
+        assert r.status_code in (201, 202), r.text
+        messages = []
+        with requests.get(f"{hub.url}/hub/api/users/alice/server/progress", stream=True, timeout=60,
+                          headers={"Authorization": f"token {hub.api_token}"}) as stream:
+            for line in stream.iter_lines(decode_unicode=True):
+                if not line.startswith("data:"):
+                    continue
+                messages.append(json.loads(line[5:])["message"])
+                if "PENDING" in messages[-1]:
+                    break
+        assert re.search(r"Slurm job \d+ is PENDING \(reason: (Resources|Priority)\)", messages[-1]), messages
+        assert hub.servers("alice")[""]["pending"] == "spawn"
+        slurm.run("scancel", blocker)
+        hub.wait_ready("alice", timeout=120)
+    finally:
+        slurm.run("scancel", blocker, check=False)
+    hub.stop_server("alice")
+    assert _job_processes(slurm) == []
+
+
+def test_running_job_is_found_again_after_a_hub_restart(slurm_hub, slurm_env):
+    import requests
+
+    from tests.testbed.hub import server_environ
+
+    hub, slurm = slurm_hub, slurm_env
+    r = hub.spawn("alice", options={"profile": GPU_PROFILE, "gpus": 0})
+    assert r.status_code in (201, 202), r.text
+    hub.wait_ready("alice", timeout=120)
+    job_id = _server_state(hub)["child"]["job_id"]
+    token = server_environ(hub, "alice")["JUPYTERHUB_API_TOKEN"]
+
+    hub.stop(keep_servers=True)
+    assert slurm.job_state(job_id) == "RUNNING"
+    hub.start()
+    server = hub.wait_ready("alice", timeout=60)
+    assert server["state"]["child"]["job_id"] == job_id
+    r = requests.get(f"{hub.url}/user/alice/api/status", headers={"Authorization": f"token {token}"}, timeout=30)
+    assert r.status_code == 200, r.text
+    hub.stop_server("alice")
+    assert slurm.wait_job(job_id, timeout=30) in ("CANCELLED", "COMPLETED")
