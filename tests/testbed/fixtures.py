@@ -64,3 +64,19 @@ def idp(pki, run_dir) -> IdP:
     p = IdP(pki, run_dir / "idp").start()
     yield p
     p.stop()
+
+
+@pytest.fixture(scope="session")
+def idp_factory(pki, run_dir):
+    """Start another OIDC provider: `idp_factory(shape="keycloak", **options)` -> IdP (see
+    tests/testbed/idp.py for the shapes and options). Each is stopped at the end of the session."""
+    started = []
+
+    def start(shape: str = "default", **options) -> IdP:
+        p = IdP(pki, run_dir / f"idp-{shape}-{len(started)}", shape=shape, **options)
+        started.append(p)
+        return p.start()
+
+    yield start
+    for p in started:
+        p.stop()

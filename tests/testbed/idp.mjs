@@ -1,6 +1,11 @@
 // Test OpenID Provider on loopback, built on panva's oidc-provider (npm, v9, OpenID-certified).
 // Environment: ISSUER, PORT, TLS_KEY, TLS_CERT, SIG_KEY, SIG_CERT, USERS (JSON file, re-read on every
-// use so tests can change a user's groups), AT_TTL and RT_TTL (seconds), AUDIENCE.
+// use so tests can change a user's groups), AT_TTL and RT_TTL (seconds), AUDIENCE,
+// SHAPE (default | keycloak | iam | egi: which real IdP the tokens look like, see shapeTokens),
+// ROTATE (1: a new refresh token on every refresh, the old one refused), REFRESH_ID_TOKEN (0: refresh
+// answers carry no id_token), FAULTS (JSON file, re-read on every request: {"/token": {"status": 503}}
+// or {"/token": {"delay_ms": 15000}} to play an IdP in trouble), EVENTS (JSON-lines file: one line per
+// token endpoint answer, for tests that count refreshes).
 import fs from 'node:fs';
 import https from 'node:https';
 import crypto from 'node:crypto';
@@ -11,7 +16,12 @@ const PORT = Number(process.env.PORT);
 const AT_TTL = Number(process.env.AT_TTL || 600);
 const RT_TTL = Number(process.env.RT_TTL || 86400);
 const AUDIENCE = process.env.AUDIENCE || 'jupyterhub';
+const SHAPE = process.env.SHAPE || 'default';
+const ROTATE = process.env.ROTATE === '1';
+const REFRESH_ID_TOKEN = process.env.REFRESH_ID_TOKEN !== '0';
 const users = () => JSON.parse(fs.readFileSync(process.env.USERS, 'utf8'));
+const faults = () => { try { return JSON.parse(fs.readFileSync(process.env.FAULTS, 'utf8')); } catch { return {}; } };
+const logEvent = (e) => { if (process.env.EVENTS) fs.appendFileSync(process.env.EVENTS, JSON.stringify({ t: Date.now() / 1000, ...e }) + '\n'); };
 const SCOPE = 'openid offline_access profile email groups';
 
 // Signing key as a JWK carrying x5c: Ceph RGW 16.x only accepts JWKS keys that have it.
@@ -31,7 +41,7 @@ const configuration = {
       grant_types: grantTypes, response_types: ['code'], token_endpoint_auth_method: 'none' },
   ],
   jwks: { keys: [jwk] },
-  scopes: ['openid', 'offline_access', 'profile', 'email', 'groups'],
+  scopes: ['openid', 'offline_access', 'profile', 'email', 'groups', 'wlcg.groups', 'eduperson_entitlement'],
   claims: { openid: ['sub'], profile: ['preferred_username', 'name'], email: ['email'], groups: ['groups'] },
   conformIdTokenClaims: false, // scope claims (groups) go into the ID token too
   pkce: { required: () => false },
@@ -57,26 +67,28 @@ const configuration = {
     return u ? { groups: u.groups, preferred_username: token.accountId } : undefined;
   },
   issueRefreshToken: async (ctx, client, code) => client.grantTypeAllowed('refresh_token') && code.scopes.has('offline_access'),
-  rotateRefreshToken: () => false,
+  rotateRefreshToken: () => ROTATE,
+  extraParams: ['audience'], // INDIGO IAM's way to ask for an access-token audience
   findAccount: async (ctx, id) => users()[id] && ({
     accountId: id,
-    claims: async () => { const u = users()[id]; return { sub: id, preferred_username: id, name: id,
-      email: u.email || `${id}@example.org`, groups: u.groups }; },
+    claims: async () => idTokenClaims(id, users()[id]),
   }),
   interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
   loadExistingGrant: async (ctx) => ensureGrant(ctx.oidc.provider,
     ctx.oidc.result?.consent?.grantId || ctx.oidc.session.grantIdFor(ctx.oidc.client.clientId),
-    ctx.oidc.session.accountId, ctx.oidc.client.clientId),
+    ctx.oidc.session.accountId, ctx.oidc.client.clientId, ctx.oidc.params?.scope),
   renderError: async (ctx, out) => { ctx.type = 'json'; ctx.body = out; },
 };
 
-// First-party clients only: consent is implied.
-async function ensureGrant(provider, grantId, accountId, clientId) {
-  if (grantId) return provider.Grant.find(grantId);
-  const grant = new provider.Grant({ clientId, accountId });
-  grant.addOIDCScope(SCOPE);
+// First-party clients only: consent is implied, for every scope the client asks for (a scope
+// missing from the grant would send the browser back to consent, forever).
+async function ensureGrant(provider, grantId, accountId, clientId, requested) {
+  const existing = grantId && await provider.Grant.find(grantId);
+  const grant = existing || new provider.Grant({ clientId, accountId });
+  const scope = [SCOPE, requested || ''].join(' ').trim();
+  grant.addOIDCScope(scope);
   grant.addOIDCClaims(['groups', 'preferred_username', 'email', 'name']);
-  grant.addResourceScope('urn:s3', SCOPE);
+  grant.addResourceScope('urn:s3', scope);
   await grant.save();
   return grant;
 }
@@ -88,6 +100,133 @@ provider.Client.prototype.redirectUriAllowed = function (uri) {
   catch { return false; }
 };
 
+// --- Shapes of real IdPs --------------------------------------------------------------------------
+// oidc-provider issues the tokens; this layer shapes them as each real IdP does and signs them again
+// with the same key (JWT access tokens are self-contained: nothing else has to know).
+//   default:  access-token aud AUDIENCE; `groups` (plain names) in access token, ID token, userinfo.
+//   keycloak: access-token aud `account` (AT_AUD overrides, AT_AUD=- leaves it out), azp, typ Bearer;
+//             `groups` as full paths ('/physics') in access token, ID token and userinfo; the groups
+//             also as roles in `realm_access.roles`; refresh tokens rotated (ROTATE, on by default).
+//   iam:      groups only in the access token's `wlcg.groups` ('/physics'); no aud unless the client
+//             asks for one (`audience` in the authorization or token request); ID token and
+//             userinfo without groups; a refresh token only with offline_access.
+//   egi:      no groups in any token; the userinfo endpoint gives `eduperson_entitlement` URNs
+//             (urn:mace:egi.eu:group:<group>:role=member#aai.egi.eu); access-token aud = client id.
+// The userinfo endpoint (/me) answers for the provider's own JWT access tokens, as real IdPs' do.
+const sigPub = crypto.createPublicKey(sigKey);
+const AT_AUD = process.env.AT_AUD;
+const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+const unb64 = (s) => JSON.parse(Buffer.from(s, 'base64url').toString());
+const paths = (groups) => (groups || []).map((g) => `/${g}`);
+const entitlements = (groups) => (groups || []).map((g) => `urn:mace:egi.eu:group:${g}:role=member#aai.egi.eu`);
+const audByCode = new Map(); // authorization code -> audience asked for (iam)
+const audByRT = new Map();   // refresh token -> audience asked for (iam), carried over on rotation
+
+function resign(token, reshape) {
+  const [h, p] = token.split('.');
+  const input = `${h}.${b64(reshape(unb64(p)))}`;
+  return `${input}.${crypto.sign('sha256', Buffer.from(input), sigKey).toString('base64url')}`;
+}
+
+function verifyOwn(token) {
+  const parts = String(token).split('.');
+  if (parts.length !== 3) return null;
+  try {
+    if (!crypto.verify('sha256', Buffer.from(`${parts[0]}.${parts[1]}`), sigPub, Buffer.from(parts[2], 'base64url'))) return null;
+    const p = unb64(parts[1]);
+    return p.iss === ISSUER && p.exp > Date.now() / 1000 ? p : null;
+  } catch { return null; }
+}
+
+function baseClaims(id, u) {
+  return { sub: id, preferred_username: id, name: id, email: u.email || `${id}@example.org` };
+}
+
+function idTokenClaims(id, u) {
+  const c = baseClaims(id, u);
+  if (SHAPE === 'default') c.groups = u.groups;
+  if (SHAPE === 'keycloak') c.groups = paths(u.groups);
+  return c;
+}
+
+function userinfoClaims(id, u) {
+  const c = baseClaims(id, u);
+  if (SHAPE === 'default') c.groups = u.groups;
+  if (SHAPE === 'keycloak') c.groups = paths(u.groups);
+  if (SHAPE === 'egi') c.eduperson_entitlement = entitlements(u.groups);
+  return c;
+}
+
+function setAud(p, aud) {
+  if (aud === '-' || aud === undefined || aud === null) delete p.aud; else p.aud = aud;
+}
+
+function shapeAccessToken(p, clientId, audience) {
+  const u = users()[p.sub];
+  const groups = u ? u.groups : [];
+  delete p.groups;
+  switch (SHAPE) {
+    case 'keycloak':
+      p.groups = paths(groups);
+      p.realm_access = { roles: ['offline_access', 'uma_authorization', 'default-roles-test', ...groups] };
+      p.azp = clientId;
+      p.typ = 'Bearer';
+      setAud(p, AT_AUD ?? 'account');
+      break;
+    case 'iam':
+      p['wlcg.groups'] = paths(groups);
+      setAud(p, audience ?? AT_AUD);
+      break;
+    case 'egi':
+      setAud(p, AT_AUD ?? clientId);
+      break;
+    default:
+      if (u) p.groups = groups;
+      if (AT_AUD !== undefined) setAud(p, AT_AUD);
+  }
+  return p;
+}
+
+provider.use(async (ctx, next) => {
+  const fault = faults()[ctx.path];
+  if (fault?.delay_ms) await new Promise((r) => { setTimeout(r, fault.delay_ms); });
+  if (fault?.status) {
+    logEvent({ path: ctx.path, fault: fault.status });
+    ctx.status = fault.status; ctx.type = 'json'; ctx.body = { error: 'temporarily_unavailable' };
+    return;
+  }
+  if (ctx.path === '/me') {
+    const m = (ctx.get('authorization') || '').match(/^Bearer\s+(\S+)$/i);
+    if (m && m[1].split('.').length === 3) {
+      const p = verifyOwn(m[1]);
+      const u = p && users()[p.sub];
+      logEvent({ path: '/me', sub: p?.sub, status: u ? 200 : 401 });
+      if (!u) { ctx.status = 401; ctx.set('WWW-Authenticate', 'Bearer error="invalid_token"'); ctx.type = 'json'; ctx.body = { error: 'invalid_token' }; return; }
+      ctx.type = 'json'; ctx.body = userinfoClaims(p.sub, u);
+      return;
+    }
+    return next();
+  }
+  await next();
+  const loc = ctx.response.get('location');
+  if (loc && ctx.oidc?.params?.audience) {
+    try { const code = new URL(loc).searchParams.get('code'); if (code) audByCode.set(code, ctx.oidc.params.audience); } catch { /* not a URL */ }
+  }
+  if (ctx.path !== '/token' || ctx.method !== 'POST') return;
+  const body = ctx.oidc?.body || {};
+  const clientId = ctx.oidc?.client?.clientId;
+  if (ctx.status !== 200 || !ctx.body?.access_token) {
+    logEvent({ path: '/token', grant: body.grant_type, client: clientId, status: ctx.status, error: ctx.body?.error });
+    return;
+  }
+  const audience = body.audience || audByCode.get(body.code) || audByRT.get(body.refresh_token);
+  if (audience && ctx.body.refresh_token) audByRT.set(ctx.body.refresh_token, audience);
+  ctx.body.access_token = resign(ctx.body.access_token, (p) => shapeAccessToken(p, clientId, audience));
+  if (body.grant_type === 'refresh_token' && !REFRESH_ID_TOKEN) delete ctx.body.id_token;
+  logEvent({ path: '/token', grant: body.grant_type, client: clientId, status: 200,
+    sub: unb64(ctx.body.access_token.split('.')[1]).sub, rotated: body.grant_type === 'refresh_token' && ctx.body.refresh_token !== body.refresh_token });
+});
+
 const esc = (s) => String(s).replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
 const readBody = (req) => new Promise((res) => { let b = ''; req.on('data', (c) => { b += c; }); req.on('end', () => res(b)); });
 provider.use(async (ctx, next) => {
@@ -95,7 +234,8 @@ provider.use(async (ctx, next) => {
   if (!m) return next();
   const details = await provider.interactionDetails(ctx.req, ctx.res);
   if (details.prompt.name === 'consent') {
-    const grant = await ensureGrant(provider, details.grantId, details.session.accountId, details.params.client_id);
+    const grant = await ensureGrant(provider, details.grantId, details.session.accountId, details.params.client_id,
+      details.params.scope);
     await provider.interactionFinished(ctx.req, ctx.res, { consent: { grantId: grant.jti || await grant.save() } },
       { mergeWithLastSubmission: true });
     return;
