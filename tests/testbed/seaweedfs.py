@@ -8,6 +8,10 @@ signature, issuer, audience and expiry against the IdP's JWKS over HTTPS.
 Key lifetime: SeaweedFS refuses an explicit ``DurationSeconds`` below 900, but the lifetime it
 gives when none is asked for is ``sts.tokenDuration``, which may be short: ``SeaweedFS(...,
 token_duration="60s")`` (fixture ``seaweedfs_short``) hands out keys that expire within a minute.
+
+Other identity providers (``idp_factory`` shapes): ``SeaweedFS(idp, dir, client_id=...)`` trusts
+that provider with the audience its tokens carry (Keycloak: ``account``; INDIGO IAM: the
+audience the client asked for).
 """
 
 from __future__ import annotations
@@ -75,8 +79,10 @@ class SeaweedFS:
     min_duration = 900         # lowest DurationSeconds its STS accepts
 
     def __init__(self, idp: IdP, dir: Path, token_duration: str = "1h",  # noqa: S107
-                 max_session_length: str = "12h"):
+                 max_session_length: str = "12h", client_id: str = AUDIENCE):
         self.idp, self.dir = idp, Path(dir)
+        # The audience SeaweedFS accepts: the token's `aud` when it is one string, else its `azp`.
+        self.client_id = client_id
         self.token_duration, self.max_session_length = token_duration, max_session_length
         names = ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc",
                  "s3", "s3_grpc")
@@ -111,7 +117,7 @@ class SeaweedFS:
                     "signingKey": base64.b64encode(secrets.token_bytes(32)).decode()},
             "providers": [{
                 "name": PROVIDER, "type": "oidc", "enabled": True,
-                "config": {"issuer": self.idp.issuer, "clientId": AUDIENCE,
+                "config": {"issuer": self.idp.issuer, "clientId": self.client_id,
                            "jwksUri": self.idp.issuer + "/jwks",
                            "claimsMapping": {"username": "preferred_username", "groups": "groups"}},
             }],
