@@ -14,6 +14,7 @@ from inspect import isawaitable
 
 from oauthenticator.generic import GenericOAuthenticator
 from oauthenticator.oauth2 import OAuthLoginHandler
+from tornado.httpclient import HTTPClientError
 from tornado.web import HTTPError
 from traitlets import Bool, Dict, Enum, Float, Int, List, Unicode, default, validate
 
@@ -225,8 +226,15 @@ class IAMAuthenticator(RefreshMixin, GenericOAuthenticator):
         url = doc.get("userinfo_endpoint")
         if not url:
             raise HTTPError(403, "groups_source is userinfo, but the identity provider has no userinfo endpoint.")
-        info = await self.httpfetch(url, "Fetching userinfo", method="GET", validate_cert=self.validate_server_cert,
-                                    headers={"Authorization": f"Bearer {access_token}", "Accept": "application/json"})
+        try:
+            info = await self.httpfetch(url, "Fetching userinfo", method="GET", validate_cert=self.validate_server_cert,
+                                        headers={"Authorization": f"Bearer {access_token}",
+                                                 "Accept": "application/json"})
+        except HTTPClientError as e:
+            if e.code >= 500:
+                raise  # the IdP is in trouble: a refresh keeps the current state
+            raise HTTPError(403, f"The identity provider's userinfo endpoint refused the access token "
+                                 f"(HTTP {e.code}).") from None
         if not isinstance(info, dict):
             raise HTTPError(403, "The identity provider's userinfo answer is not a JSON object.")
         return info
