@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import datetime
 import fcntl
+import hashlib
 import os
 import shutil
 import signal
@@ -61,9 +62,11 @@ class Progress:
 class DemoHub(CloudHub):
     """The testbed's CloudHub, with the demo's own cgroup folder for the local servers."""
 
+    cgroup: str = CGROUP_PARENT
+
     @property
     def cgroup_parent(self) -> str:
-        return CGROUP_PARENT
+        return self.cgroup
 
 
 def demo_pki(folder: Path) -> PKI:
@@ -101,6 +104,9 @@ class Demo:
         self.args, self.say = args, say
         self.state = Path(args.state)
         self.s3_root = self.state / "s3"
+        # One cgroup folder per demo state folder: a second demo (a test run) keeps to its own.
+        digest = hashlib.sha256(str(self.state.resolve()).encode()).hexdigest()[:8]
+        self.cgroup = CGROUP_PARENT if self.state.resolve() == STATE.resolve() else f"{CGROUP_PARENT}-{digest}"
         self.started: list = []          # services, in start order (stopped in reverse)
         self.hub: DemoHub | None = None
         self.dockerd = None
@@ -124,7 +130,8 @@ class Demo:
         extra, hub_config = self.backend_config(s3)
         self.say(f"JupyterHub with CloudSpawner ({self.args.backend} backend) on http://127.0.0.1:{self.args.port}")
         shutil.rmtree(self.state / "hub", ignore_errors=True)   # a fresh hub database each run
-        self.hub = DemoHub(idp, self.state / "hub", extra=extra, hub_config=hub_config, port=self.args.port)
+        self.hub = DemoHub(idp, self.state / "hub", extra=extra, hub_config=hub_config, port=self.args.port,
+                           auth={"login_service": "the demo identity provider"}, cgroup=self.cgroup)
         self.started.append(self.hub)
         self.hub.start(timeout=120)
         self.idp, self.s3 = idp, s3
@@ -218,7 +225,7 @@ class Demo:
             self.say(f"unmounting {', '.join(mounts_under(root))}")
             unmount_all_under(root)
         for c in ("cpu", "memory"):
-            d = CGROUP_ROOT / c / CGROUP_PARENT
+            d = CGROUP_ROOT / c / self.cgroup
             with contextlib.suppress(OSError):
                 for sub in d.iterdir():
                     if sub.is_dir():

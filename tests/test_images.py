@@ -15,6 +15,7 @@ import time
 import pytest
 
 from tests.testbed.images import SUITE_LAB_IMAGE, build_image, cached_steps
+from tests.testbed.paths import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +45,7 @@ r = subprocess.run(["jupyterhub-singleuser", "--version"], capture_output=True, 
 out["singleuser_version"] = r.stdout.strip() or r.stderr.strip()
 r = subprocess.run(["rclone", "version"], capture_output=True, text=True)
 out["rclone"] = r.stdout.split("\n")[0]
-mods = ["jupyterhub.singleuser", "jupyterlab", "sts_wire", "jhub_cloud", "dockerspawner", "batchspawner",
+mods = ["jupyterhub.singleuser", "jupyterlab", "ipykernel", "sts_wire", "jhub_cloud", "dockerspawner", "batchspawner",
         "kubespawner", "oauthenticator", "wrapspawner"]
 out["modules"] = {m: importlib.util.find_spec(m.split(".")[0]) is not None and
                   (m.count(".") == 0 or importlib.util.find_spec(m) is not None) for m in mods}
@@ -96,7 +97,7 @@ def test_singleuser_matches_the_hubs_jupyterhub(facts):
 
 def test_only_the_notebook_side_is_installed(facts):
     mods = facts["modules"]
-    assert mods["jupyterhub.singleuser"] and mods["jupyterlab"] and mods["sts_wire"]
+    assert mods["jupyterhub.singleuser"] and mods["jupyterlab"] and mods["ipykernel"] and mods["sts_wire"]
     hub_side = [m for m in ("jhub_cloud", "dockerspawner", "batchspawner", "kubespawner", "oauthenticator",
                             "wrapspawner") if mods[m]]
     assert hub_side == []
@@ -153,3 +154,22 @@ def test_second_build_is_served_from_the_cache(dockerd, base_image, suite_lab_im
     assert ran == [], f"rebuilt: {ran}"
     assert any(" RUN " in f" {s}" for s in cached), again.output[-2000:]
     print(f"second build: {again.seconds:.1f} s, {len(cached)} steps from the cache")
+
+
+def test_hub_image_runs_the_suites_hub(dockerd, suite_hub_image):
+    """images/hub: the hub's JupyterHub version, jhub-cloud and sts-wire, the proxy, the entry
+    config; `jhub-cloud check` of an example runs inside it."""
+    examples = REPO / "config" / "examples"
+    script = ("jupyterhub --version; configurable-http-proxy --version; "
+              "jhub-cloud check /examples/local.yaml; "
+              "python -c 'import jhub_cloud.spawner.cloud, sts_wire.cli; print(\"imports ok\")'; "
+              "test -f /etc/jupyterhub/jupyterhub_config.py && echo config ok")
+    r = dockerd.docker("run", "--rm", "--network", "host", "-v", f"{examples}:/examples:ro",
+                       suite_hub_image.tag, "sh", "-ec", script, timeout=120)
+    lines = r.stdout.split("\n")
+    assert lines[0] == importlib.metadata.version("jupyterhub")
+    assert lines[1].startswith("5.")
+    assert "local.yaml: OK" in lines[2]
+    assert lines[3:5] == ["imports ok", "config ok"]
+    cfg = json.loads(dockerd.docker("image", "inspect", suite_hub_image.tag).stdout)[0]["Config"]
+    assert cfg["Cmd"] == ["jupyterhub", "-f", "/etc/jupyterhub/jupyterhub_config.py"]

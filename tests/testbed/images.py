@@ -24,6 +24,7 @@ from .docker import Dockerd, terminal
 from .paths import REPO, VENV_BIN
 
 SUITE_LAB_IMAGE = "jhub-cloud/lab:testbed"
+SUITE_HUB_IMAGE = "jhub-cloud/hub:testbed"
 BUILD_SCRIPT = REPO / "images" / "build.py"
 
 
@@ -81,3 +82,9 @@ def suite_lab_image(dockerd, base_image, request) -> BuiltImage:
     """images/lab built FROM the testbed base image (cached in the testbed's data root)."""
     return build_image(dockerd, "lab", SUITE_LAB_IMAGE, base_image,
                        say=terminal(request.config, "lab image"))
+
+
+@pytest.fixture(scope="session")
+def suite_hub_image(dockerd, base_image, request) -> BuiltImage:
+    """images/hub (JupyterHub + jhub-cloud + configurable-http-proxy) FROM the testbed base image."""
+    return build_image(dockerd, "hub", SUITE_HUB_IMAGE, base_image, say=terminal(request.config, "hub image"))

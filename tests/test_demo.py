@@ -1,0 +1,193 @@
+"""The demo (scripts/demo.sh, the README's first command) as a person uses it, in Chromium.
+
+The demo runs as a subprocess on free ports with its own state folder. Alice logs in at the demo
+identity provider, sees her two profiles, starts a server, finds her bucket and scratch as folders
+in JupyterLab's file browser and saves a notebook into her bucket, which the test then reads from
+S3; dave (no allowed group) gets one clear refusal. Ctrl-C (SIGINT) then stops everything the demo
+started. Screenshots: test-artifacts/demo/ (copies in docs/images/ illustrate the README).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.testbed.browser import Chromium, descendants
+from tests.testbed.paths import ARTIFACTS, REPO, free_port
+from tests.testbed.procs import mounts_under, pid_alive, stop_pid
+from tests.testbed.s3 import static_s3_client
+from tests.testbed.seaweedfs import ADMIN_KEY, ADMIN_SECRET
+
+pytestmark = pytest.mark.slow
+SHOTS = ARTIFACTS / "demo"
+
+
+class RunningDemo:
+    def __init__(self, state: Path):
+        self.state = state
+        self.port, self.idp_port = free_port(), free_port()
+        self.out = state.parent / "demo.out"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 900) -> str:
+        """scripts/demo.sh until it says it is ready; returns what it printed."""
+        argv = [str(REPO / "scripts" / "demo.sh"), "--port", str(self.port), "--idp-port", str(self.idp_port),
+                "--state", str(self.state)]
+        with open(self.out, "wb") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.text()
+            if re.search(r"\] ready in \d+ s", text):
+                return text
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the demo ended ({self.proc.returncode}):\n{text[-3000:]}")
+            time.sleep(0.5)
+        raise AssertionError(f"the demo was not ready after {timeout} s:\n{self.text()[-3000:]}")
+
+    def text(self) -> str:
+        return self.out.read_text(errors="replace")
+
+    def s3(self):
+        endpoint = re.search(r"S3 at (http://127\.0\.0\.1:\d+)", self.text()).group(1)
+        return static_s3_client(endpoint, ADMIN_KEY, ADMIN_SECRET)
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            for pid in descendants(self.proc.pid):
+                stop_pid(pid, timeout=5)
+            stop_pid(self.proc.pid, timeout=5)
+
+
+@pytest.fixture(scope="module")
+def demo(run_dir, user_fuse):
+    d = RunningDemo(run_dir / "demo-state")
+    try:
+        d.banner = d.start()
+        yield d
+    finally:
+        d.kill()   # only if a test failed before the Ctrl-C test stopped it
+
+
+@pytest.fixture(scope="module")
+def chromium(demo, run_dir):
+    """Chromium trusting the demo's CA (as a person would after importing it)."""
+    c = Chromium(run_dir / "demo-browser", ca_cert=demo.state / "pki" / "ca.crt")
+    try:
+        c.start()
+        yield c.browser
+    finally:
+        c.stop()
+
+
+def login(chromium, demo, user: str):
+    context = chromium.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.goto(demo.url)
+    page.click("text=Sign in with the demo identity provider")
+    page.wait_for_url("**/interaction/**", timeout=20000)
+    page.fill("input[name=login]", user)
+    page.fill("input[name=password]", f"{user}-pw")
+    return context, page
+
+
+def test_banner_gives_the_url_and_the_logins(demo):
+    assert f"jhub-cloud demo is up: {demo.url}" in demo.banner
+    for user in ("alice", "bob", "carol", "dave"):
+        assert re.search(rf"{user}\s+password {user}-pw", demo.banner)
+    assert re.search(r"dave .*refused", demo.banner)
+    assert "Stop: Ctrl-C" in demo.banner
+
+
+def test_alice_starts_a_server_and_saves_a_notebook_into_her_bucket(demo, chromium):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    context, page = login(chromium, demo, "alice")
+    try:
+        page.screenshot(path=str(SHOTS / "login.png"), clip={"x": 0, "y": 0, "width": 640, "height": 160})
+        page.click("button[type=submit]")
+        page.wait_for_url("**/hub/spawn", timeout=30000)
+        profiles = page.eval_on_selector_all("input[name=profile]", "els => els.map(e => e.value)")
+        assert profiles == ["physics-cpu", "cms-cpu"]
+        page.screenshot(path=str(SHOTS / "spawn-page.png"), full_page=True)
+
+        page.click("button[type=submit]")          # the preselected profile and values
+        page.wait_for_url("**/spawn-pending/**", timeout=30000)
+        page.wait_for_selector("#progress-message", timeout=10000)
+        page.screenshot(path=str(SHOTS / "progress.png"))
+        page.wait_for_url("**/user/alice/lab**", timeout=120000)
+        # JupyterLab restores alice's last layout (kept in her home): start from the default one.
+        page.goto(demo.url + "/user/alice/lab?reset")
+
+        # JupyterLab's file browser: her bucket and scratch, as folders.
+        items = ".jp-DirListing-content .jp-DirListing-itemText"
+        page.wait_for_selector(f"{items} >> text=scratch", timeout=60000)
+        names = page.eval_on_selector_all(items, "els => els.map(e => e.textContent.trim())")
+        assert {"alice", "scratch"} <= set(names), names
+        page.screenshot(path=str(SHOTS / "jupyterlab.png"))
+
+        # Into her bucket; a new notebook there from a launcher that opens in that folder.
+        page.dblclick(f"{items} >> text=alice")
+        page.wait_for_selector(".jp-FileBrowser-crumbs >> text=alice", timeout=20000)
+        page.click(".jp-FileBrowser-toolbar [data-command='launcher:create']")
+        page.click(".jp-LauncherCard[data-category='Notebook'] >> visible=true")
+        page.wait_for_selector(".jp-NotebookPanel .jp-Cell .cm-content", timeout=60000)
+        page.click(".jp-NotebookPanel .jp-Cell .cm-content")
+        page.keyboard.type("print('saved from the jhub-cloud demo')")
+        page.keyboard.press("Control+s")
+        # JupyterLab asks for a name when an untitled notebook is first saved.
+        dialog = page.wait_for_selector(".jp-Dialog input", timeout=10000)
+        dialog.fill("demo.ipynb")
+        page.click(".jp-Dialog .jp-mod-accept")
+        page.wait_for_selector(".jp-DirListing-itemText >> text=demo.ipynb", timeout=30000)
+    finally:
+        context.close()
+
+    s3, body = demo.s3(), None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):   # rclone uploads after close()
+            body = s3.get_object(Bucket="alice", Key="demo.ipynb")["Body"].read()
+        if body and b"saved from the jhub-cloud demo" in body:
+            break
+        time.sleep(0.5)
+    assert body is not None, "demo.ipynb never reached alice's bucket"
+    nb = json.loads(body)
+    assert "saved from the jhub-cloud demo" in "".join(nb["cells"][0]["source"])
+
+
+def test_a_user_outside_the_allowed_groups_sees_one_clear_refusal(demo, chromium):
+    context, page = login(chromium, demo, "dave")
+    try:
+        page.click("button[type=submit]")
+        page.wait_for_url("**/hub/oauth_callback**", timeout=30000)
+        text = page.inner_text("body")
+        reason = "Your account is not a member of any group allowed on this hub"
+        assert text.count(reason) == 1, text
+        assert "403 : Access refused" in text
+        page.screenshot(path=str(SHOTS / "refused.png"), clip={"x": 0, "y": 0, "width": 1280, "height": 360})
+    finally:
+        context.close()
+
+
+def test_ctrl_c_stops_everything_the_demo_started(demo):
+    pids = descendants(demo.proc.pid)
+    assert len(pids) >= 5, pids           # IdP, SeaweedFS, hub, proxy, alice's server and its rclone...
+    assert mounts_under(demo.state)
+    os.kill(demo.proc.pid, signal.SIGINT)
+    assert demo.proc.wait(timeout=120) == 0, demo.text()[-2000:]
+    assert "stopped: nothing of the demo is running" in demo.text()
+    left = [p for p in pids if pid_alive(p)]
+    assert left == [], left
+    assert mounts_under(demo.state) == []
