@@ -71,6 +71,7 @@ class Hub:
     dir: Path
     auth: dict = field(default_factory=dict)   # overrides of the auth section
     extra: dict = field(default_factory=dict)  # extra top-level sections (backends, groups, profiles)
+    extra_config: str = ""                     # extra lines for the hub's jupyterhub_config.py
     port: int = field(default_factory=free_port)
     hub_port: int = field(default_factory=free_port)
     proxy_api_port: int = field(default_factory=free_port)
@@ -100,12 +101,14 @@ class Hub:
             "c = get_config()\n"
             "c.JupyterHub.services = [{'name': 'tester', 'api_token': open('api_token').read().strip()}]\n"
             "c.JupyterHub.load_roles = list(c.JupyterHub.load_roles) + [{'name': 'tester', 'services': ['tester'],"
-            " 'scopes': ['admin:users', 'admin:servers', 'admin:auth_state', 'admin:groups', 'read:hub']}]\n"
+            " 'scopes': ['admin:users', 'admin:servers', 'admin:auth_state', 'admin:groups', 'read:hub',"
+            " 'tokens', 'custom:jhub-cloud:access-token']}]\n"
             "c.JupyterHub.log_level = 'DEBUG'\n"
             # Tests of login and tokens spawn with GET /hub/spawn (first profile, its defaults) and
             # leave no server behind when the hub stops (tests/testbed/cloudhub.py tests the spawner).
             "c.CloudSpawner.show_form = False\n"
             "c.JupyterHub.cleanup_servers = True\n"
+            + self.extra_config
         )
         token_file = self.dir / "api_token"
         token_file.write_text(self.api_token)
@@ -150,6 +153,21 @@ class Hub:
                 continue
             r = s.get(loc, allow_redirects=False)
         return s, r
+
+
+def spawn(hub: Hub, session: requests.Session, user: str, timeout: float = 90) -> None:
+    """Start `user`'s default server as their browser would (GET /hub/spawn), wait until ready."""
+    import time
+
+    r = session.get(f"{hub.url}/hub/spawn/{user}", allow_redirects=False)
+    if r.status_code not in (200, 302, 303):
+        raise RuntimeError(f"spawn of {user} failed: {r.status_code} {r.text[:300]}")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if hub.user(user)["servers"].get("", {}).get("ready"):
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"the server of {user} was not ready within {timeout} s; see {hub.log}")
 
 
 def server_environ(hub: Hub, user: str) -> dict:
