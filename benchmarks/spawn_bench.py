@@ -34,6 +34,7 @@ from tests.testbed.seaweedfs import SeaweedFS  # noqa: E402
 
 PLAIN = "c.JupyterHub.spawner_class = 'jupyterhub.spawner.LocalProcessSpawner'\n"
 OPTIONS = {"profile": "physics-cpu", "cpu": 1, "memory": "1G"}
+MANY = {"profile": "cms-cpu", "cpu": 1, "memory": "1G"}
 MOUNTED = {"profile": "cms-cpu", "cpu": 1, "memory": "1G"}
 
 
@@ -55,9 +56,53 @@ def spawn_to_ready(hub: CloudHub, options: dict | None) -> float:
     return took
 
 
+def latency_while_spawning(hub: CloudHub, servers: int) -> None:
+    """Hub API latency (GET /hub/api/users/alice) alone, then while `servers` servers spawn at once."""
+    import concurrent.futures as cf
+    import threading
+
+    def probe(stop: threading.Event, out: list[float]) -> None:
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            hub.api("GET", "/users/alice").raise_for_status()
+            out.append(time.perf_counter() - t0)
+            time.sleep(0.02)
+
+    def measure(work) -> list[float]:
+        stop, out = threading.Event(), []
+        t = threading.Thread(target=probe, args=(stop, out))
+        t.start()
+        try:
+            work()
+        finally:
+            stop.set()
+            t.join()
+        return out
+
+    def spawn_all() -> None:
+        names = [f"s{i}" for i in range(servers)]
+        with cf.ThreadPoolExecutor(servers) as pool:
+            answers = list(pool.map(lambda n: hub.spawn("alice", n, MANY), names))
+        bad = [a.text for a in answers if a.status_code not in (201, 202)]
+        if bad:
+            raise RuntimeError(f"spawns refused: {bad[:2]}")
+        for n in names:
+            hub.wait_ready("alice", n, timeout=300)
+
+    for label, work in (("idle", lambda: time.sleep(5)), (f"{servers}_spawning", spawn_all)):
+        lat = sorted(measure(work))
+        emit(bench="hub_api_latency", backend="local", during=label, requests=len(lat),
+             p50_ms=round(1000 * lat[len(lat) // 2], 1),
+             p99_ms=round(1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))], 1))
+    for i in range(servers):
+        hub.stop_server("alice", f"s{i}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--logs", type=Path, help="copy the hubs' logs into this folder at the end")
+    ap.add_argument("--parallel", type=int, default=10, help="servers spawned at once for the latency figures")
     args = ap.parse_args()
     root = Path("/var/tmp/jhub-cloud-test")
     root.mkdir(parents=True, exist_ok=True)
@@ -84,7 +129,15 @@ def main() -> int:
                    "region": s3.region, "mount_roots": [str(mounts_root)]}
         cloud = CloudHub(idp, run / "hub-cloud", extra={**profiles, "storage": storage})
         plain = CloudHub(idp, run / "hub-plain", hub_config=PLAIN)
-        for hub in (cloud, plain):
+        # Room for --parallel servers of 1 CPU and 1G for alice (cms) on the latency hub.
+        roomy = spawner_profiles()
+        roomy["groups"] = {"physics": {"max_servers": 1, "max_cpu": 2, "max_memory": "4G"},
+                           "cms": {"max_servers": args.parallel, "max_cpu": args.parallel,
+                                   "max_memory": f"{args.parallel}G"},
+                           "admins": {"max_servers": 1, "max_cpu": 1, "max_memory": "1G"}}
+        # Ten JupyterLab servers starting at once on a small machine need more than 30 s to answer.
+        many = CloudHub(idp, run / "hub-many", extra=roomy, hub_config="c.Spawner.http_timeout = 300\n")
+        for hub in (cloud, plain, many):
             hub.start()
             started.append(hub)
             hub.login("alice")
@@ -99,6 +152,7 @@ def main() -> int:
                 took = spawn_to_ready(hub, options)
                 times[name].append(took)
                 emit(bench="spawn_to_ready", backend="local", variant=name, round=i, seconds=round(took, 3))
+        latency_while_spawning(many, args.parallel)
         med = {k: statistics.median(v) for k, v in times.items()}
         emit(bench="spawn_to_ready_summary", backend="local", rounds=args.rounds,
              median_seconds={k: round(v, 3) for k, v in med.items()},
@@ -112,10 +166,14 @@ def main() -> int:
             except Exception as e:  # stop the others all the same
                 print(f"stopping {svc.__class__.__name__}: {e}", file=sys.stderr)
         for c in ("cpu", "memory"):
-            for hub_dir in ("hub-cloud", "hub-plain"):
+            for hub_dir in ("hub-cloud", "hub-plain", "hub-many"):
                 d = Path("/sys/fs/cgroup") / c / f"jhub-cloud-test/{run.name}-{hub_dir}"
                 if d.exists():
                     d.rmdir()
+        if args.logs:
+            args.logs.mkdir(parents=True, exist_ok=True)
+            for log in run.glob("hub-*/jupyterhub.log"):
+                shutil.copy(log, args.logs / f"{log.parent.name}.log")
         unmount_all_under(run)
         shutil.rmtree(run, ignore_errors=True)
     return 0
