@@ -51,6 +51,13 @@ def test_form_answer_becomes_the_chosen_profiles_options(cfg):
     assert form.parse_form(data, offers) == {"profile": b, "cpu": "2", "memory": "4G"}
 
 
+def test_form_fields_of_a_profile_named_with_double_dashes(cfg):
+    offer = allowed_profiles(cfg, ["physics"])[0]
+    odd = offer.__class__(**{**offer.__dict__, "name": "gpu--a100"})
+    data = {"profile": ["gpu--a100"], "gpu--a100--cpu": ["2"]}
+    assert form.parse_form(data, [odd]) == {"profile": "gpu--a100", "cpu": "2"}
+
+
 @pytest.mark.parametrize("data,words", [
     ({"profile": ["x", "y"]}, "sent 2 times"),
     ({"profile": []}, "sent 0 times"),

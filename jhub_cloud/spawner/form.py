@@ -91,7 +91,8 @@ def parse_form(formdata: Mapping[str, list], offers: Iterable[ProfileOffer]) -> 
     for key, values in formdata.items():
         if key.startswith("_"):  # _xsrf, set by the hub's page
             continue
-        profile, _, choice = key.partition(SEP)
+        # Choice names have no '-', profile names may have '--': split at the last '--'.
+        profile, _, choice = key.rpartition(SEP)
         if key != "profile" and (profile not in names or choice not in CHOICE_NAMES):
             raise Refusal(f"unknown form field {key[:40]!r}; reload the page and submit it as shown")
         if not isinstance(values, list) or len(values) != 1:
@@ -106,7 +107,7 @@ def parse_form(formdata: Mapping[str, list], offers: Iterable[ProfileOffer]) -> 
         raise Refusal(f"profile {chosen!r} is not offered to you; choose one shown on the page")
     options: dict[str, Any] = {"profile": chosen}
     for key, value in fields.items():
-        profile, _, choice = key.partition(SEP)
+        profile, _, choice = key.rpartition(SEP)
         if profile == chosen and choice:
             options[choice] = value
     return options
