@@ -305,3 +305,25 @@ def _wait_object(seaweedfs, bucket, key, timeout=30):
         except Exception:  # noqa: BLE001 (uploaded after close(): not there yet)
             time.sleep(0.5)
     return None
+
+
+def test_running_container_is_found_again_after_a_hub_restart(docker_hub, docker_host):
+    import requests
+
+    hub = docker_hub
+    r = hub.spawn("alice", options={"profile": PROFILE})
+    assert r.status_code in (201, 202), r.text
+    hub.wait_ready("alice", timeout=120)
+    before = _server_state(hub)["child"]
+    token = _container_env(docker_host, "jhub-alice")["JUPYTERHUB_API_TOKEN"]
+
+    hub.stop(keep_servers=True)
+    assert docker_host.client().api.inspect_container("jhub-alice")["State"]["Running"]
+    hub.start()
+    server = hub.wait_ready("alice", timeout=60)
+    after = server["state"]["child"]
+    assert (after["object_id"], after["port"]) == (before["object_id"], before["port"])
+    r = requests.get(f"{hub.url}/user/alice/api/status", headers={"Authorization": f"token {token}"}, timeout=30)
+    assert r.status_code == 200, r.text
+    hub.stop_server("alice")
+    assert "jhub-alice" not in [c.name for c in docker_host.client().containers.list(all=True)]

@@ -33,6 +33,12 @@ class DockerChild(DockerSpawner):
         if not self.object_id:
             self.object_name = self._object_name_default()
 
+    @observe("image")
+    def _image_changed(self, change):
+        # Replaces DockerSpawner's, which renames even a container known by its state (after a
+        # hub restart CloudSpawner sets the image after load_state: the server was then lost).
+        self._name_template_changed(change)
+
     async def check_allowed(self, image):
         if image != self.image:
             raise ValueError(f"image {image!r} was not chosen through the profile")
@@ -102,5 +108,6 @@ class DockerChild(DockerSpawner):
 
     def load_state(self, state):
         super().load_state(state)
-        if self.host_networking and state.get("port"):
+        # Not only with host_networking: CloudSpawner loads the state before the settings.
+        if state.get("port"):
             self.port = int(state["port"])
