@@ -39,6 +39,15 @@ def test_page_shows_each_offer_with_its_limits_and_escapes_text(cfg):
     assert "All your servers together" in page
 
 
+def test_page_preselects_the_last_answer(cfg):
+    offers = allowed_profiles(cfg, ["physics"])
+    last = offers[-1]
+    cpu = last.choices["cpu"].options[-1]
+    page = form.render(offers, None, 0, {"profile": last.name, "cpu": str(cpu)})
+    assert f'value="{last.name}" checked' in page
+    assert f'<option value="{cpu}" selected>' in page
+
+
 def test_page_without_offers_says_so():
     page = form.render([], None, 0)
     assert "No profile is available to your groups" in page and "radio" not in page

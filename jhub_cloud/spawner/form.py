@@ -136,7 +136,9 @@ def render(offers: list[ProfileOffer], totals: Limits | None, running: int,
         for name, choice in offer.choices.items():
             if name == "gpus" and tuple(choice.options) == (0,):
                 continue  # nothing to say about GPUs on a profile without any
-            current = selected.get(name) if same and selected.get(name) in choice.options else choice.default
+            # The last answer (from the page: text such as "2") preselects the same option again.
+            last = str(selected.get(name)) if same else None
+            current = next((v for v in choice.options if str(v) == last), choice.default)
             choices.append({
                 "name": name,
                 "field": f"{offer.name}{SEP}{name}",
