@@ -406,6 +406,13 @@ def test_alice_slurm_server_through_the_hub(slurm_hub, slurm_env, seaweedfs):
     assert env["SLURM_JOB_ID"] == job_id and env["SLURM_GPUS_ON_NODE"] == "1"
     base = f"{hub.url}/user/alice/api/contents"
     headers = {"Authorization": f"token {env['JUPYTERHUB_API_TOKEN']}"}
+    # The hub's port endpoint is ours: the job's own token may report one port, and only once.
+    port_url = f"{hub.url}/hub/api/batchspawner"
+    for body, code in (({"port": 1234, "exec_prefix": "id"}, 400), ({"port": "1234"}, 400), ({"port": 1234}, 400)):
+        r = requests.post(port_url, json=body, headers=headers, timeout=30)
+        assert r.status_code == code, (body, r.status_code, r.text)
+    r = requests.post(port_url, json={"port": 1234}, headers={"Authorization": f"token {hub.api_token}"}, timeout=30)
+    assert r.status_code == 403, r.text
 
     r = requests.put(f"{base}/alice/from-slurm.txt", headers=headers, timeout=30,
                      json={"type": "file", "format": "text", "content": "hello from a job\n"})
