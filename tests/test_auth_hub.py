@@ -6,7 +6,7 @@ import jwt
 import pytest
 import requests
 
-from tests.testbed.hub import CLIENT_SECRET, Hub, server_environ
+from tests.testbed.hub import CLIENT_SECRET, Hub, server_environ, spawn
 from tests.testbed.idp import IdP
 
 
@@ -38,6 +38,25 @@ def short_hub(short_idp, run_dir):
 
 def _exp(token: str) -> float:
     return jwt.decode(token, options={"verify_signature": False})["exp"]
+
+
+def stop_server(h, user: str) -> None:
+    h.api("DELETE", f"/users/{user}/server")
+    for _ in range(120):
+        r = h.api("GET", f"/users/{user}")
+        if r.status_code == 404 or not r.json()["servers"]:
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"the server of {user} did not stop")
+
+
+@pytest.fixture
+def alice_running(short_hub):
+    """alice logged in with her server running, whatever ran before."""
+    s, _ = short_hub.login("alice")
+    if not short_hub.user("alice")["servers"].get("", {}).get("ready"):
+        spawn(short_hub, s, "alice")
+    return s
 
 
 @pytest.mark.parametrize("user, groups, admin", [
@@ -111,6 +130,8 @@ def test_refresh_refused_by_idp_sends_user_to_login(short_hub, short_idp):
 
 
 def test_spawn_after_expiry_uses_fresh_token_and_server_reads_only_its_own(short_hub):
+    if short_hub.api("GET", "/users/alice").ok:
+        stop_server(short_hub, "alice")  # this test starts it
     s, _ = short_hub.login("alice")
     old = short_hub.user("alice")["auth_state"]["access_token"]
     time.sleep(21)  # the access token is now expired
@@ -141,13 +162,20 @@ def test_spawn_after_expiry_uses_fresh_token_and_server_reads_only_its_own(short
     assert short_hub.api("GET", "/users", token=token).status_code == 403
 
 
-def test_server_environment_holds_no_hub_secret(short_hub):
-    env = server_environ(short_hub, "alice")  # started by the previous test
+def test_server_environment_holds_no_hub_secret(short_hub, alice_running):
+    env = server_environ(short_hub, "alice")
     assert CLIENT_SECRET not in "\n".join(f"{k}={v}" for k, v in env.items())
     assert "JHUB_CLOUD_CLIENT_SECRET" not in env and "JUPYTERHUB_CRYPT_KEY" not in env
 
 
 def test_hub_logs_hold_no_token_or_secret(hub, short_hub):
+    # Logins on both hubs, and a refresh on the short one (its tokens live 20 s, margin 8 s).
+    for h in (hub, short_hub):
+        for user in ("alice", "bob"):
+            h.login(user)
+    s, _ = short_hub.login("carol")
+    time.sleep(13)
+    assert s.get(short_hub.url + "/hub/home").status_code == 200
     secrets_seen = {CLIENT_SECRET}
     for h in (hub, short_hub):
         for user in ("alice", "bob", "carol"):
@@ -158,7 +186,7 @@ def test_hub_logs_hold_no_token_or_secret(hub, short_hub):
     assert len(secrets_seen) > 3
     for h in (hub, short_hub):
         text = h.log.read_text()
-        assert "Refreshed the access token" in text or h is hub
+        assert "Refreshed the access token of carol" in text or h is hub
         for secret in secrets_seen:
             assert secret not in text
 
