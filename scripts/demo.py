@@ -20,9 +20,11 @@ import datetime
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -43,11 +45,29 @@ STATE = Path(os.environ.get("JHUB_CLOUD_DEMO_DIR", "/var/lib/jhub-cloud-demo"))
 HUB_PORT, IDP_PORT = 17800, 17801       # fixed and unusual: easy to tunnel, clear of test ports
 CGROUP_PARENT = "jhub-cloud-demo"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-BACKENDS = ("local", "docker")
+# The demo's dockerd keeps its images here (apart from the tests' own, so both can run at once).
+DOCKER_DATA = Path(os.environ.get("JHUB_CLOUD_DEMO_DOCKER", "/var/cache/jhub-cloud-demo/docker"))
+DEMO_LAB_IMAGE = "jhub-cloud/lab:demo"
+BACKENDS = ("local", "docker", "slurm")
 
 
 class DemoError(RuntimeError):
     pass
+
+
+def build_lab_image(dockerd, base: str, say) -> None:
+    """images/build.py lab, showing each build step as it starts (BuildKit's plain output)."""
+    argv = [sys.executable, str(REPO / "images" / "build.py"), "lab", "--tag", DEMO_LAB_IMAGE, "--base", base]
+    env = {**os.environ, **dockerd.env}
+    tail: list[str] = []
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as p:
+        for line in p.stdout:
+            tail = (tail + [line.rstrip()])[-30:]
+            m = re.match(r"#\d+ (\[\S+ \d+/\d+\] .*)", line)
+            if m:
+                say("  " + m.group(1)[:100])
+    if p.returncode != 0:
+        raise DemoError("building images/lab failed:\n" + "\n".join(tail))
 
 
 class Progress:
@@ -138,11 +158,16 @@ class Demo:
 
     def storage(self, s3: SeaweedFS) -> dict:
         return {"s3_endpoint": s3.endpoint, "provider": "SeaweedFS", "role_arn": s3.role_arn,
-                "region": s3.region, "mount_roots": [str(self.s3_root) if self.args.backend == "local" else "/s3"]}
+                "region": s3.region, "mount_roots": ["/s3" if self.args.backend == "docker" else str(self.s3_root)]}
 
     def backend_config(self, s3: SeaweedFS) -> tuple[dict, str]:
         if self.args.backend == "docker":
             return self.docker_config(s3)
+        if self.args.backend == "slurm":
+            return self.slurm_config(s3)
+        return self.local_config(s3)
+
+    def local_config(self, s3: SeaweedFS) -> tuple[dict, str]:
         # Local servers share this machine's file system: each user gets a folder of their own
         # holding their mounts (<root>/alice/alice, <root>/alice/scratch), shown as the root of
         # JupyterLab's file browser.
@@ -154,20 +179,50 @@ class Demo:
         return extra, (f"c.Spawner.notebook_dir = {str(self.s3_root)!r} + '/{{username}}'\n"
                        "c.Spawner.default_url = '/lab'\n")
 
-    def docker_config(self, s3: SeaweedFS) -> tuple[dict, str]:
-        from demo_docker import start_docker  # scripts/demo_docker.py
+    def slurm_config(self, s3: SeaweedFS) -> tuple[dict, str]:
+        """A one-node Slurm cluster of our own (own munged, free ports); servers are batch jobs
+        of the demo users, with the local layout of mount folders (the node is this machine)."""
+        from tests.testbed.paths import VENV_BIN
+        from tests.testbed.slurm import Slurm
 
-        self.dockerd, image = start_docker(self.state / "docker", self.say)
-        self.started.append(self.dockerd)
+        shutil.rmtree(self.state / "slurm", ignore_errors=True)   # a fresh munge key, queue and spool
+        slurm = Slurm(self.state / "slurm")
+        self.started.append(slurm)
+        self.say("Slurm (munged, slurmctld, slurmd) with one partition and two stand-in GPUs")
+        slurm.start()
+        # sbatch, squeue and scancel of the hub find this cluster through SLURM_CONF.
+        os.environ.update(slurm.env)
+        extra, hub_config = self.local_config(s3)
+        extra["backends"] = {"slurm": {"partition": slurm.partition, "exec_prefix": "runuser -u {username} --",
+                                       "batchspawner_singleuser": str(VENV_BIN / "batchspawner-singleuser"),
+                                       "server_ip": "127.0.0.1"}}
+        for p in extra["profiles"]:
+            p["backend"] = "slurm"
+        return extra, hub_config + "c.SlurmChild.poll_interval = 3\n"
+
+    def docker_config(self, s3: SeaweedFS) -> tuple[dict, str]:
+        """A private dockerd (no bridge: containers share the host's loopback) and images/lab."""
+        from tests.testbed.docker import BASE_IMAGE, Dockerd
+
+        d = Dockerd(self.state / "docker", data_root=DOCKER_DATA)
+        self.started.append(d)
+        self.say(f"dockerd (images kept in {DOCKER_DATA})")
+        d.start(say=self.say)
+        if not d.image_exists(BASE_IMAGE):
+            self.say("Debian base image, made with debootstrap (first run only: a few minutes)")
+            d.build_base_image(BASE_IMAGE, say=self.say)
+        self.say(f"images/lab -> {DEMO_LAB_IMAGE} (first run: a few minutes; then from the build cache)")
+        build_lab_image(d, BASE_IMAGE, self.say)
+        # DockerSpawner finds the daemon through DOCKER_HOST in the hub's environment.
+        os.environ["DOCKER_HOST"] = d.host
         mounts = [{"bucket": "{username}", "path": "/s3/{username}"}, {"bucket": "scratch", "path": "/s3/scratch"}]
-        extra = {**spawner_profiles(mounts), "storage": self.storage(s3)}
+        extra = {**spawner_profiles(mounts), "storage": self.storage(s3),
+                 "backends": {"docker": {"network": "host", "host_ip": "127.0.0.1", "pull_policy": "never",
+                                         "home_volume": "jhub-demo-home-{username}"}}}
         for p in extra["profiles"]:
             p["backend"] = "docker"
-            p["choices"]["image"] = {"options": [image], "default": image}
-        extra["backends"] = {"docker": {"network": "host", "host_ip": "127.0.0.1", "pull_policy": "never"}}
-        hub_config = (f"import os\nos.environ['DOCKER_HOST'] = {self.dockerd.host!r}\n"
-                      "c.Spawner.notebook_dir = '/s3'\nc.Spawner.default_url = '/lab'\n")
-        return extra, hub_config
+            p["choices"]["image"] = {"options": [DEMO_LAB_IMAGE], "default": DEMO_LAB_IMAGE}
+        return extra, "c.Spawner.notebook_dir = '/s3'\nc.Spawner.default_url = '/lab'\n"
 
     # --- run ----------------------------------------------------------------------------------
     def banner(self) -> str:
