@@ -107,20 +107,27 @@ def test_two_spawns_at_the_same_instant_cannot_exceed_the_limit_together(hub):
 
 def test_a_restarted_hub_finds_the_server_counts_it_and_stops_it(hub):
     assert hub.spawn("bob", options={"profile": "physics-cpu", "cpu": 2, "memory": "2G"}).status_code in (201, 202)
+    assert hub.spawn("alice", "big", {"profile": "cms-cpu", "cpu": 4, "memory": "2G"}).status_code in (201, 202)
     hub.wait_ready("bob")
-    (proc,) = singleuser_processes(hub, "bob")
+    hub.wait_ready("alice", "big")
+    procs = [*singleuser_processes(hub, "bob"), *singleuser_processes(hub, "alice")]
+    assert len(procs) == 2
     hub.stop(keep_servers=True)
-    assert proc.is_running()  # the server outlives the hub (cleanup_servers is off)
+    assert all(p.is_running() for p in procs)  # the servers outlive the hub (cleanup_servers is off)
     hub.start()
-    assert hub.servers("bob")[""]["ready"]
+    assert hub.servers("bob")[""]["ready"] and hub.servers("alice")["big"]["ready"]
     # bob (physics) may run 1 server: the one found again counts.
     r = hub.spawn("bob", "second", {"profile": "physics-cpu", "cpu": 1, "memory": "1G"})
     assert r.status_code == 400 and "max_servers" in r.json()["message"], r.text
+    # alice may run 2 servers but 4 CPUs in all: her 4-CPU server's resources came back from state.
+    r = hub.spawn("alice", "small", {"profile": "physics-cpu", "cpu": 1, "memory": "1G"})
+    assert r.status_code == 400 and "max_cpu" in r.json()["message"], r.text
     hub.stop_server("bob")
+    hub.stop_server("alice", "big")
     deadline = time.monotonic() + 10
-    while proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+    while any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in procs) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in procs)
     assert our_cgroups(hub) == []
 
 
