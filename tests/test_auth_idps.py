@@ -96,3 +96,23 @@ def test_egi_login_groups_from_userinfo_and_refresh_without_id_token(egi_hub, eg
         assert model["admin"] is False and model["groups"] == ["physics"]  # from the new userinfo answer
     finally:
         egi.set_groups("carol", ["admins", "physics"])
+
+
+@pytest.fixture(scope="module")
+def iam_audience_hub(iam, run_dir):
+    h = start_hub(iam, run_dir, "hub-iam-aud", groups_claim="wlcg.groups",
+                  scopes=["openid", "profile", "email", "offline_access", "wlcg.groups"],
+                  extra_authorize_params={"prompt": "consent", "audience": "jupyterhub"})
+    yield h
+    h.stop()
+
+
+def test_iam_with_an_audience_asked_for_and_checked(iam_audience_hub, iam):
+    s, r = iam_audience_hub.login("bob")
+    assert r.status_code == 302, r.text[:300]
+    assert iam_audience_hub.user("bob")["groups"] == ["physics"]
+    near_expiry(iam_audience_hub, "bob")
+    t = time.time()
+    assert s.get(iam_audience_hub.url + "/hub/home", allow_redirects=False).status_code == 200
+    assert iam.refreshes("bob", since=t) == 1  # the refreshed token kept its audience: still logged in
+    assert iam_audience_hub.user("bob")["auth_state"]["expires_at"] > time.time() + MARGIN
