@@ -260,3 +260,17 @@ def test_hub_refuses_to_start_on_a_bad_config(idp, run_dir):
     h.stop()
     message = str(e.value)
     assert "auth.allowed_groups" in message and "auth.groups_source" in message
+
+
+def test_hub_with_a_wrong_issuer_stops_at_start_with_the_reason(idp, run_dir):
+    from tests.testbed.procs import ServiceError
+
+    # The same IdP under another name: its discovery document names a different issuer.
+    wrong = idp.issuer.replace("localhost", "127.0.0.1")
+    h = Hub(idp, run_dir / "hub-wrong-issuer", auth={"issuer": wrong})
+    with pytest.raises(ServiceError) as e:
+        h.start(timeout=30)
+    h.stop()
+    message = str(e.value)
+    assert "the identity provider (auth.issuer) cannot be used" in message
+    assert f"names issuer '{idp.issuer}', not '{wrong}'" in message
