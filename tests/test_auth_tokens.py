@@ -155,3 +155,12 @@ async def test_discovery_in_the_hub_never_blocks_the_event_loop(pki):
         t.cancel()
     assert e.value.status_code == 503 and "cannot be reached" in e.value.log_message
     assert ticks >= 20  # about 2 s of retries, during which the loop ran
+
+
+async def test_issuer_written_with_a_trailing_slash(idp):
+    # Tokens carry the issuer exactly as the IdP names itself; the setting may differ by a '/'.
+    auth = IAMAuthenticator(issuer=idp.issuer + "/", client_id="jupyterhub", client_secret="jupyterhub-secret",
+                            http_request_kwargs={"ca_certs": str(idp.pki.bundle)})
+    _ = auth.verifier  # built before discovery, as a hub might
+    model = await auth._token_to_auth_model(idp.login("bob"))
+    assert model["name"] == "bob" and model["groups"] == ["physics"]

@@ -205,15 +205,16 @@ class IAMAuthenticator(RefreshMixin, GenericOAuthenticator):
                 return await self.httpfetch(doc["jwks_uri"], "Fetching JWKS", method="GET",
                                             validate_cert=self.validate_server_cert)
 
-            self._verifier = AsyncVerifier(self.discovered["issuer"] if self.oidc_configuration else self.issuer,
-                                           fetch_jwks, self.audiences, self.jwt_algorithms, self.jwt_leeway)
+            issuer = self.oidc_configuration.get("issuer") or self.issuer
+            self._verifier = AsyncVerifier(issuer, fetch_jwks, self.audiences, self.jwt_algorithms, self.jwt_leeway)
         return self._verifier
 
     # --- tokens → user model (shared by login and refresh) -------------------------------------
     async def _verified(self, token: str | None, label: str, audiences) -> dict:
         if not token:
             raise HTTPError(403, f"The identity provider returned no {label}.")
-        await self.ensure_discovered()
+        doc = await self.ensure_discovered()
+        self.verifier.issuer = doc["issuer"]  # exactly as the IdP names itself (a trailing '/' counts)
         try:
             return await self.verifier.verify(token, audiences)
         except TokenInvalid as e:

@@ -47,8 +47,8 @@ class AccessTokenHandler(APIHandler):
         r = await self.authenticator.access_token_for(user, self)
         state = r.state or {}
         if r.outcome is Outcome.REFUSED:
-            self._reply(401, message=f"The identity provider refused to renew the login of {user_name}: "
-                                     "log in again.")
+            # The reason names no secret (e.g. "the IdP refused the refresh (HTTP 400)").
+            self._reply(401, message=f"The login of {user_name} cannot be renewed ({r.reason}): log in again.")
             return
         if r.outcome is Outcome.UNAVAILABLE and state.get("expires_at", 0) <= time.time():
             self._reply(503, message="The identity provider cannot be reached and the access token has expired; "
