@@ -47,7 +47,8 @@ def hub(idp, seaweedfs, run_dir, fuse_for_users):
     h = CloudHub(idp, run_dir / "hub-spawner-storage", extra=extra,
                  hub_config=f"c.Spawner.notebook_dir = {str(root)!r}\n")
     h.start()
-    h.login("alice")  # she exists in the hub, with her groups and tokens, after logging in
+    for user in ("alice", "bob"):
+        h.login(user)  # they exist in the hub, with their groups and tokens, after logging in
     h.root = root
     yield h
     h.stop()
@@ -57,7 +58,7 @@ def hub(idp, seaweedfs, run_dir, fuse_for_users):
             d.rmdir()
 
 
-def test_alice_writes_to_her_bucket_and_reads_scratch_through_her_server(hub, seaweedfs):
+def test_alice_writes_to_her_bucket_and_reads_scratch_and_bob_mounts_beside_her(hub, seaweedfs):
     seaweedfs.admin_s3().put_object(Bucket="scratch", Key="shared.txt", Body=b"for everyone\n")
     r = hub.spawn("alice", options={"profile": "physics-cpu", "cpu": 1, "memory": "2G"})
     assert r.status_code in (201, 202), r.text
@@ -104,6 +105,27 @@ def test_alice_writes_to_her_bucket_and_reads_scratch_through_her_server(hub, se
     pids = cgroups.pids(cgroups.CGroup(CGROUP_ROOT, name))
     names = {Path(a).name for p in pids for a in psutil.Process(p).cmdline()[:2]}
     assert {"rclone", "sts-wire", "jupyterhub-singleuser"} <= names, names
+    # Her mounts are in her server's own mount namespace, not on the machine.
+    server_pid = next(p for p in pids if "jupyterhub-singleuser" in " ".join(psutil.Process(p).cmdline()[:2]))
+    assert sorted(fuse_mounts_of(server_pid, hub.root)) == [f"{hub.root}/alice", f"{hub.root}/scratch"]
+    assert mounts_under(hub.root) == []
+
+    # bob mounts scratch at the same path at the same time: his own namespace, no collision.
+    assert hub.spawn("bob", options={"profile": "physics-cpu", "cpu": 1, "memory": "1G"}).status_code in (201, 202)
+    hub.wait_ready("bob", timeout=120)
+    bob_env = server_environ(hub, "bob")
+    bob_pid = next(p.pid for p in user_processes("bob") if p.environ().get("JUPYTERHUB_API_TOKEN")
+                   == bob_env["JUPYTERHUB_API_TOKEN"] and "jupyterhub-singleuser" in " ".join(p.cmdline()[:2]))
+    assert sorted(fuse_mounts_of(bob_pid, hub.root)) == [f"{hub.root}/bob", f"{hub.root}/scratch"]
+    r = requests.get(f"{hub.url}/user/bob/api/contents/scratch/shared.txt", timeout=30,
+                     headers={"Authorization": f"token {bob_env['JUPYTERHUB_API_TOKEN']}"})
+    assert r.status_code == 200 and r.json()["content"] == "for everyone\n", r.text
+    r = requests.get(f"{hub.url}/user/bob/api/contents/alice", timeout=30,
+                     headers={"Authorization": f"token {bob_env['JUPYTERHUB_API_TOKEN']}"})
+    assert r.status_code == 404  # alice's bucket is not even a folder in bob's server
+    bob_name = hub.user("bob")["servers"][""]["state"]["child"]["cgroup"]
+    pids |= cgroups.pids(cgroups.CGroup(CGROUP_ROOT, bob_name))
+    hub.stop_server("bob")
     hub.stop_server("alice")
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and (mounts_under(hub.root) or _alive(pids)):
@@ -113,6 +135,12 @@ def test_alice_writes_to_her_bucket_and_reads_scratch_through_her_server(hub, se
     for c in ("cpu", "memory"):
         d = CGROUP_ROOT / c / hub.cgroup_parent
         assert not d.exists() or not [x for x in d.iterdir() if x.is_dir()]
+
+
+def fuse_mounts_of(pid: int, root: Path) -> list[str]:
+    """FUSE mounts below `root` as process `pid` sees them (in its mount namespace)."""
+    lines = Path(f"/proc/{pid}/mounts").read_text().splitlines()
+    return [f.split()[1] for f in lines if f.split()[2].startswith("fuse") and f.split()[1].startswith(f"{root}/")]
 
 
 def _alive(pids: set[int]) -> set[int]:

@@ -105,7 +105,9 @@ def test_local_builder_gives_command_env_and_limits():
                          {"STS_WIRE_SPEC": "{}"})
     assert got == {"cmd": ["/v/bin/sts-wire", "run", "--", "/v/bin/jupyterhub-singleuser"],
                    "environment": {"SITE": "x", "STS_WIRE_SPEC": "{}"}, "cpu_limit": 1.5,
-                   "mem_limit": 2 * 2**30, "cgroup_prefix": t.safe_server}
+                   "mem_limit": 2 * 2**30, "cgroup_prefix": t.safe_server, "mount_roots": []}
+    got = child_settings(r, t, {}, [], {"STS_WIRE_ALLOWED_ROOTS": "/s3:/data/s3"})
+    assert got["mount_roots"] == ["/s3", "/data/s3"]
     with pytest.raises(ValueError, match="no GPUs"):
         child_settings(Resources(backend="local", image="d", cpu=1, memory_bytes=1, gpus=1), t, {}, [], {})
 

@@ -1,4 +1,5 @@
-"""Local backend adapter: LocalProcessSpawner plus cgroup v1 limits for CPU and memory.
+"""Local backend adapter: LocalProcessSpawner plus cgroup v1 limits for CPU and memory, and
+a private mount namespace per server for its storage mounts (mountns.py).
 
 Everything else (running as the user, poll by PID after a hub restart, SIGINT/TERM/KILL on
 stop) is LocalProcessSpawner's own. Where cgroup v1 is not available, the server runs without
@@ -9,13 +10,14 @@ CPU and memory limits, with a warning in the hub's log and on the spawn page, un
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 from pathlib import Path
 
 from jupyterhub.spawner import LocalProcessSpawner
-from traitlets import Bool, Unicode
+from traitlets import Bool, List, Unicode
 
-from .. import cgroups
+from .. import cgroups, mountns
 
 
 class LocalChild(LocalProcessSpawner):
@@ -36,6 +38,16 @@ class LocalChild(LocalProcessSpawner):
         "", help="Start of this server's cgroup name (set by the builder: the safe user/server name)."
     )
     cgroup_name = Unicode("", help="This server's cgroup, relative to each controller (kept in state).")
+    mount_roots = List(
+        Unicode(), help="Folders where sts-wire mounts this server's buckets (set by the builder "
+        "from storage.mount_roots); each gets a private tmpfs in the server's mount namespace.",
+    )
+    private_mounts = Bool(
+        True, config=True,
+        help="Run each server in its own mount namespace with a private, user-owned tmpfs on each "
+        "mount root, so that users' mounts of the same path (/s3/scratch) do not collide and no "
+        "mount outlives its server. False: mounts go to the machine's folders, shared by all.",
+    )
 
     def _group(self, name: str | None = None) -> cgroups.CGroup:
         return cgroups.CGroup(Path(self.cgroup_root), name or self.cgroup_name)
@@ -47,14 +59,19 @@ class LocalChild(LocalProcessSpawner):
         return f"{what}, enforced by cgroups" if why_not is None else f"{what}, NOT enforced: {why_not}"
 
     def make_preexec_fn(self, name):
-        become_user = super().make_preexec_fn(name)
-        if not self.cgroup_name:
-            return become_user
-        join = cgroups.join_preexec(self._group())
+        steps = []  # as root, before giving root up
+        if self.cgroup_name:
+            steps.append(cgroups.join_preexec(self._group()))
+        if self.private_mounts and self.mount_roots:
+            import pwd
+
+            pw = pwd.getpwnam(name)
+            steps.append(mountns.enter_preexec(self.mount_roots, pw.pw_uid, pw.pw_gid))
+        steps.append(super().make_preexec_fn(name))
 
         def preexec():
-            join()  # as root, before giving root up
-            become_user()
+            for step in steps:
+                step()
 
         return preexec
 
@@ -68,6 +85,12 @@ class LocalChild(LocalProcessSpawner):
             raise RuntimeError(f"cannot enforce this server's CPU and memory limits: {why_not}")
         else:
             self.log.warning("Starting %s without CPU/memory limits: %s", self._log_name, why_not)
+        if self.private_mounts and self.mount_roots:
+            why_not = mountns.available()
+            if why_not:
+                raise RuntimeError(f"cannot give this server private mount folders: {why_not}")
+            for root in self.mount_roots:
+                os.makedirs(root, mode=0o755, exist_ok=True)  # the tmpfs needs a folder to cover
         try:
             return await super().start()
         except BaseException:

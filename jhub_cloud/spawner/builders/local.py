@@ -23,4 +23,6 @@ def child_settings(resources: Resources, target: SpawnTarget, backend: Mapping, 
         "cpu_limit": float(resources.cpu),
         "mem_limit": int(resources.memory_bytes),
         "cgroup_prefix": target.safe_server,
+        # sts-wire may mount only below these (the spawner sets them with the mount spec).
+        "mount_roots": [r for r in env.get("STS_WIRE_ALLOWED_ROOTS", "").split(":") if r],
     }
