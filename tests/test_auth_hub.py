@@ -274,3 +274,24 @@ def test_hub_with_a_wrong_issuer_stops_at_start_with_the_reason(idp, run_dir):
     message = str(e.value)
     assert "the identity provider (auth.issuer) cannot be used" in message
     assert f"names issuer '{idp.issuer}', not '{wrong}'" in message
+
+
+def test_every_spawn_refreshes_at_the_idp_and_takes_the_groups_it_gives(hub, idp):
+    """The token is far from expiry (600 s), yet the spawn asks the IdP: a group left at the IdP
+    is gone before the server starts (the spawner's policy reads the hub groups)."""
+    if hub.api("GET", "/users/alice").ok:
+        stop_server(hub, "alice")
+    s, _ = hub.login("alice")
+    assert sorted(hub.user("alice")["groups"]) == ["cms", "physics"]
+    old = hub.user("alice")["auth_state"]["access_token"]
+    idp.set_groups("alice", ["physics"])
+    try:
+        t = time.time()
+        spawn(hub, s, "alice")
+        assert idp.refreshes("alice", since=t) >= 1
+        model = hub.user("alice")
+        assert model["groups"] == ["physics"]
+        assert model["auth_state"]["access_token"] != old
+    finally:
+        idp.set_groups("alice", ["physics", "cms"])
+        stop_server(hub, "alice")

@@ -147,6 +147,28 @@ class RefreshMixin(HasTraits):
         self.log.info("Refreshed the access token of %s", user.name)
         return r.model
 
+    async def pre_spawn_start(self, user, spawner):
+        """Before every spawn, refresh at the IdP (not only near expiry): the server starts with a
+        fresh token, and with the groups and admin the IdP says now (the policy reads them)."""
+        await maybe_future(super().pre_spawn_start(user, spawner))
+        if not (self.enable_auth_state and self.refresh_pre_spawn):
+            return
+        state = await self.current_state(user)
+        if not state or not state.get("refresh_token"):
+            return  # nothing to refresh (e.g. a user made through the API, never logged in)
+        async with self.user_lock(user.name):
+            r = await self.refresh_tokens(user, force=True)
+            if r.outcome is Outcome.REFRESHED:
+                await _store(user, r.model, self.manage_groups)
+                self.log.info("Refreshed the access token of %s before a spawn", user.name)
+        if r.outcome is Outcome.UNAVAILABLE:
+            self.log.warning("Could not refresh the tokens of %s before a spawn: %s; starting with the "
+                             "current ones", user.name, r.reason)
+        elif r.outcome is Outcome.REFUSED:
+            self.forget(user.name)
+            raise HTTPError(403, f"The login of {user.name} cannot be renewed ({r.reason}): log in again "
+                                 "before starting a server.")
+
     async def access_token_for(self, user, handler) -> Refresh:
         """The user's access token, refreshed first when near expiry; a refresh is persisted (auth
         state, groups, admin) before the lock is released, so concurrent callers cause one refresh."""
@@ -161,6 +183,19 @@ class RefreshMixin(HasTraits):
             elif r.outcome is Outcome.UNAVAILABLE:
                 self.log.warning("Could not refresh the tokens of %s: %s", user.name, r.reason)
         return r
+
+
+async def _store(user, model: dict, manage_groups: bool) -> None:
+    """Persist a refreshed model as JupyterHub's auth_to_user does (outside a request)."""
+    from jupyterhub import roles
+
+    await user.save_auth_state(model["auth_state"])
+    if manage_groups and model.get("groups") is not None:
+        user.sync_groups(model["groups"])
+    if model.get("admin") is not None and model["admin"] != user.admin:
+        user.admin = model["admin"]
+        roles.assign_default_roles(user.db, entity=user)
+        user.db.commit()
 
 
 def _token_fields(token_info: dict) -> dict:
