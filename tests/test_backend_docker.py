@@ -327,3 +327,20 @@ def test_running_container_is_found_again_after_a_hub_restart(docker_hub, docker
     assert r.status_code == 200, r.text
     hub.stop_server("alice")
     assert "jhub-alice" not in [c.name for c in docker_host.client().containers.list(all=True)]
+
+
+def test_docker_not_answering_is_not_a_stopped_server(docker_host, lab_image, run_dir):
+    import docker
+
+    class Offline(DockerChild):
+        # dockerspawner keeps one client per class: this one talks to a socket with no daemon.
+        _client = docker.APIClient(base_url=f"unix://{run_dir}/no-dockerd.sock", version="1.41")
+
+    async def run():
+        child = make_child(res(lab_image), SpawnTarget("alice"), backend())
+        offline = Offline(user=child.user, hub=child.hub, name_template=child.name_template)
+        offline.load_state({"object_id": "0123456789ab", "object_name": "jhub-alice"})
+        assert await offline.poll() is None
+        assert offline.object_id == "0123456789ab"
+
+    asyncio.run(run())

@@ -4,6 +4,7 @@
   (DockerSpawner's own get_ip_and_port asks Docker for a port binding, which host mode has none of);
 - poll says why a container ended (exit code, OOM kill, Docker's error) and removes it, so a
   crashed or killed server leaves nothing behind even though the hub will not call stop();
+  Docker not answering is "still running", not "stopped";
 - the image is the one the builder chose: an `image` in user_options cannot replace it;
 - progress tells which step the start is at (pulling, creating, starting, waiting for the server).
 """
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 
+import docker.errors
+import requests
 from dockerspawner import DockerSpawner
 from jupyterhub.utils import random_port
 from traitlets import Bool, Unicode, observe
@@ -65,7 +68,13 @@ class DockerChild(DockerSpawner):
         return await super().get_ip_and_port()
 
     async def poll(self):
-        container = await self.get_object()
+        try:
+            container = await self.get_object()
+        except (docker.errors.DockerException, requests.RequestException, OSError) as e:
+            # Docker not answering is not a stopped server: the hub would forget (and leak) it.
+            self.log.warning("Cannot ask Docker about %s (%s); taking it as still running",
+                             self.object_name, e)
+            return None
         if not container:
             return 0
         state = container["State"]
