@@ -10,6 +10,7 @@ import sys
 
 from jhub_cloud.config import ConfigError, load, resolve_secret
 from jhub_cloud.hub_config import apply
+from jhub_cloud.operations import apply_operations
 from jhub_cloud.spawner.hub_setup import apply_spawner
 
 c = get_config()  # noqa: F821 (provided by JupyterHub when it loads this file)
@@ -21,3 +22,4 @@ except ConfigError as e:
     sys.exit(f"jhub-cloud: {path} is not valid:\n{e}")
 apply(c, suite.hub, suite.auth, resolve_secret)
 apply_spawner(c, suite)
+apply_operations(c, suite, resolve_secret)

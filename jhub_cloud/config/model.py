@@ -13,7 +13,7 @@ from .units import parse_memory
 # The order choices are shown and explained in.
 CHOICE_NAMES = ("image", "cpu", "memory", "gpus", "gpu_model", "time_limit")
 # Where secret references live, as (section, key).
-SECRET_KEYS = (("hub", "crypt_key"), ("auth", "client_secret"))
+SECRET_KEYS = (("hub", "crypt_key"), ("auth", "client_secret"), ("metrics", "scrape_token"))
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,8 @@ class CloudHub(Hub):
         (self.dir / "jupyterhub_config.py").write_text(
             f"load_subconfig({str(REPO / 'config' / 'jupyterhub_config.py')!r})\n"
             "c = get_config()\n"
-            "c.JupyterHub.services = [{'name': 'tester', 'api_token': open('api_token').read().strip()}]\n"
+            "c.JupyterHub.services = list(c.JupyterHub.services) + [{'name': 'tester',"
+            " 'api_token': open('api_token').read().strip()}]\n"
             "c.JupyterHub.load_roles = list(c.JupyterHub.load_roles) + [{'name': 'tester', 'services': ['tester'],"
             " 'scopes': ['admin:users', 'admin:servers', 'admin:auth_state', 'admin:groups', 'read:hub']}]\n"
             "c.JupyterHub.log_level = 'DEBUG'\n"

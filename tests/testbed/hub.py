@@ -99,7 +99,8 @@ class Hub:
         (self.dir / "jupyterhub_config.py").write_text(
             f"load_subconfig({str(REPO / 'config' / 'jupyterhub_config.py')!r})\n"
             "c = get_config()\n"
-            "c.JupyterHub.services = [{'name': 'tester', 'api_token': open('api_token').read().strip()}]\n"
+            "c.JupyterHub.services = list(c.JupyterHub.services) + [{'name': 'tester',"
+            " 'api_token': open('api_token').read().strip()}]\n"
             "c.JupyterHub.load_roles = list(c.JupyterHub.load_roles) + [{'name': 'tester', 'services': ['tester'],"
             " 'scopes': ['admin:users', 'admin:servers', 'admin:auth_state', 'admin:groups', 'read:hub',"
             " 'tokens', 'custom:jhub-cloud:access-token']}]\n"
