@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from inspect import isawaitable
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from jupyterhub.spawner import Spawner, SpawnException
 from jupyterhub.utils import maybe_future
 from traitlets import Bool, Dict, List, Unicode, observe
 
+from .. import metrics
 from ..config.model import Config, build_config
 from ..policy import allowed_profiles, decide, user_limits
 from ..policy.types import Resources
@@ -80,6 +82,7 @@ class CloudSpawner(Spawner):
     _child_starting = False
     _start_done = False
     _will_resume = False
+    _admitted_at = 0.0
 
     # --- configuration and the user ---------------------------------------------------------
     @property
@@ -95,7 +98,8 @@ class CloudSpawner(Spawner):
     def _running(self) -> list[Resources]:
         return running_resources(list(self.user.spawners.values()), self)
 
-    def _refuse(self, message: str) -> SpawnException:
+    def _refuse(self, message: str, options: dict | None = None) -> SpawnException:
+        metrics.spawn_refused(self.cfg, options)
         e = SpawnException(f"Not started: {message}", reason="policy")
         e.jupyterhub_message = e.message  # what the spawn page shows, without "400 SpawnException"
         return e
@@ -127,7 +131,7 @@ class CloudSpawner(Spawner):
         """An early answer for the page (no reservation: the real check is at the spawn)."""
         decision = decide(self.cfg, self._groups(), options, self._running())
         if not decision.allowed:
-            raise self._refuse(decision.reason)
+            raise self._refuse(decision.reason, options)
         return options
 
     # --- admission: check and reserve under the user's lock, then build the child -----------
@@ -150,19 +154,20 @@ class CloudSpawner(Spawner):
 
     async def _admit(self) -> None:
         self._events = []
+        self._admitted_at = time.monotonic()
         self._note(5, "Checking your choices against your groups' limits")
         try:
             options = form.screen_options(self.user_options or {})
         except form.Refusal as e:
-            raise self._refuse(str(e)) from None
+            raise self._refuse(str(e), self.user_options) from None
         async with user_lock(self.user.name):
             decision = decide(self.cfg, self._groups(), options, self._running())
             if not decision.allowed:
-                raise self._refuse(decision.reason)
+                raise self._refuse(decision.reason, options)
             try:
                 backend = load_backend(decision.resources.backend)
             except BackendUnavailable as e:
-                raise self._refuse(str(e)) from None
+                raise self._refuse(str(e), options) from None
             # Reserved before the lock is released: a concurrent spawn of this user counts it.
             self.reserved, self.profile_name = decision.resources, decision.profile
             self.backend_name = backend.name
@@ -170,7 +175,7 @@ class CloudSpawner(Spawner):
             self._child = self._make_child(backend, decision.resources)
         except (MountSpecError, ValueError) as e:  # the builders' and mount spec's refusals
             self.reserved = self.profile_name = self.backend_name = None
-            raise self._refuse(str(e)) from None
+            raise self._refuse(str(e), options) from None
         except Exception:
             self.reserved = self.profile_name = self.backend_name = None
             raise
@@ -227,6 +232,7 @@ class CloudSpawner(Spawner):
         if self._child is None:  # hooks skipped by some caller: admit here, the same way
             await self._admit()
         child, r = self._child, self.reserved
+        metrics.watch_spawn(self, self._admitted_at)  # started or failed, when the hub knows
         self._copy_shared(child)
         self._start_done = False
         what = f"{r.cpu:g} CPUs, {r.memory_bytes / 2**30:g} GiB memory" + (f", {r.gpus} GPUs" if r.gpus else "")
@@ -251,6 +257,7 @@ class CloudSpawner(Spawner):
         return 0 if child is None else await child.poll()
 
     async def stop(self, now=False):
+        metrics.forget_server(self.user.name, self.name or "")
         child = await self._ensure_child()
         if child is not None:
             await child.stop(now=now)
