@@ -7,7 +7,7 @@ import pytest
 from tests.testbed.hub import Hub
 
 EGI_RENAME = {f"urn:mace:egi.eu:group:{g}:role=member#aai.egi.eu": g for g in ("physics", "cms", "admins")}
-AT_TTL, MARGIN = 12, 8
+AT_TTL, MARGIN = 20, 12
 
 
 @pytest.fixture(scope="module")

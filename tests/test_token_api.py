@@ -13,8 +13,8 @@ import pytest
 
 from tests.testbed.hub import Hub, server_environ, spawn
 
-AT_TTL = 12    # seconds an access token lives at this IdP
-MARGIN = 8     # the hub refreshes when less than this is left: 4 s after a login
+AT_TTL = 20    # seconds an access token lives at this IdP
+MARGIN = 15    # the hub refreshes when less than this is left: 5 s after a login
 
 
 @pytest.fixture(scope="module")
