@@ -162,7 +162,7 @@ class HubSource(TokenSource):
 # --- a token file ------------------------------------------------------------------------------
 class FileSource(TokenSource):
     """A file holding a JWT, or a JSON token response ({"access_token": ..., "expires_at"|
-    "expires_in": ...}); re-read when it changes."""
+    "expires_in": ...}); re-read when it changes. Like every secret file, it must be mode 600."""
 
     name = "file"
 
@@ -188,11 +188,9 @@ class FileSource(TokenSource):
         now = time.time()
         stamp = self._stamp()
         try:
-            text = self.path.read_text().strip()
-        except FileNotFoundError:
-            raise StsWireError(f"token file {self.path} does not exist", Exit.TOKEN) from None
-        except OSError as e:
-            raise StsWireError(f"cannot read token file {self.path}: {e.strerror}", Exit.TOKEN) from None
+            text = read_secret_file(self.path, allow_empty=True).strip()
+        except SecretFileError as e:
+            raise StsWireError(f"token {e}", Exit.TOKEN) from None
         resp: dict[str, Any] = {}
         if text.startswith("{"):
             try:

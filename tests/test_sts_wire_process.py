@@ -91,7 +91,7 @@ def test_run_as_alice_through_the_setuid_fusermount3(alice_home, seaweedfs, idp)
         except AssertionError:
             raise AssertionError(f"sts-wire as alice: {err.read_text()[-2000:]}") from None
         assert str(root / "alice") in fuse_mounts_under(home)
-        rclone = [p for p in children_of(proc.pid) if b"rclone" in Path(f"/proc/{p}/cmdline").read_bytes()[:300]]
+        rclone = [p for p in children_of(proc.pid) if exe_of(p) == "rclone"]
         assert rclone and all(proc_uid(p) == pw.pw_uid for p in rclone)
         # the private folder itself: alice's, 0700, on tmpfs; secrets in it 0600
         inst = base / str(proc.pid)
@@ -257,6 +257,7 @@ def test_renewals_go_on_while_a_mount_is_being_restarted(seaweedfs, idp, tmp_pat
     login = idp.login("alice")
     f = tmp_path / "token"
     f.write_text(login["access_token"])
+    f.chmod(0o600)
     rt = Runtime(tmp_path / "run")
     root = tmp_path / "s3"
     spec = Spec(sts=StsSpec(endpoint=seaweedfs.endpoint, role_arn=seaweedfs.role_arn_for("alice")),

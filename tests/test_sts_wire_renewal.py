@@ -153,6 +153,7 @@ def test_token_and_keys_are_renewed_ahead_of_expiry(seaweedfs, idp, tmp_path):
     login = idp.login("alice")
     f = tmp_path / "token.json"
     f.write_text(json.dumps({"access_token": login["access_token"], "expires_in": 30}))
+    f.chmod(0o600)
     rt = Runtime(tmp_path / "run")
     spec = Spec(sts=StsSpec(endpoint=seaweedfs.endpoint, role_arn=seaweedfs.role_arn_for("alice")))
     creds = Credentials(FileSource(str(f)), spec, rt)
@@ -191,6 +192,7 @@ def test_a_source_with_nothing_newer_is_not_asked_at_every_tick(seaweedfs, idp, 
     login = idp.login("alice")
     f = tmp_path / "token.json"
     f.write_text(json.dumps({"access_token": login["access_token"], "expires_in": 60}))
+    f.chmod(0o600)
     rt = Runtime(tmp_path / "run")
     creds = Credentials(Counting(str(f)), Spec(sts=StsSpec(endpoint=seaweedfs.endpoint,
                                                           role_arn=seaweedfs.role_arn_for("alice"))), rt)

@@ -235,3 +235,19 @@ def test_mount_with_device_sign_in_at_the_terminal(seaweedfs, idp, tmp_path):
         assert "Signed in." in wire.stderr() and fuse_mounts_under(wire.root) == []
     finally:
         wire.cleanup()
+
+
+def test_a_file_written_just_before_cmd_ends_is_in_s3_after_the_exit(seaweedfs, idp, tmp_path):
+    """CMD writes and ends at once: the upload reaches rclone's queue only when the kernel's
+    asynchronous FUSE release is handled; sts-wire must not unmount before that (data loss)."""
+    wire = Wire(tmp_path)
+    spec, login = alice_spec(wire, seaweedfs, idp)
+    alice = boto_as(seaweedfs, login)
+    try:
+        for i in range(6):
+            key = f"last-words-{secrets.token_hex(4)}.txt"
+            r = wire.run("run", ["--spec", str(spec), "--", "sh", "-c", f"echo {i} > {wire.root}/alice/{key}"])
+            assert r.returncode == 0, r.stderr
+            assert alice.get_object(Bucket="alice", Key=key)["Body"].read() == f"{i}\n".encode(), i
+    finally:
+        wire.cleanup()

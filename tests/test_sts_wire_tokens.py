@@ -35,6 +35,7 @@ def test_file_source_reads_jwt_and_rereads_on_change(idp, tmp_path):
     f = tmp_path / "token"
     first = idp.login("alice")
     f.write_text(first["access_token"] + "\n")
+    f.chmod(0o600)
     src = FileSource(str(f))
     tok = src.fetch()
     assert tok.access_token == first["access_token"] and tok.user == "alice"
@@ -53,11 +54,24 @@ def test_file_source_problems_are_plain(tmp_path):
         FileSource(str(tmp_path / "missing")).fetch()
     assert e.value.code == Exit.TOKEN
     (tmp_path / "empty").write_text("")
+    (tmp_path / "empty").chmod(0o600)
     with pytest.raises(StsWireError, match="holds no access token"):
         FileSource(str(tmp_path / "empty")).fetch()
     (tmp_path / "old").write_text(json.dumps({"access_token": "x", "expires_at": time.time() - 5}))
+    (tmp_path / "old").chmod(0o600)
     with pytest.raises(StsWireError, match="has expired"):
         FileSource(str(tmp_path / "old")).fetch()
+    (tmp_path / "open").write_text(idp_free_jwt())
+    (tmp_path / "open").chmod(0o644)
+    with pytest.raises(StsWireError, match="open to group or others") as e:
+        FileSource(str(tmp_path / "open")).fetch()
+    assert e.value.code == Exit.TOKEN
+
+
+def idp_free_jwt() -> str:
+    import jwt
+
+    return jwt.encode({"exp": time.time() + 600, "preferred_username": "x"}, "k" * 32, algorithm="HS256")
 
 
 # --- refresh-token grant -------------------------------------------------------------------------

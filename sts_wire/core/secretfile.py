@@ -11,9 +11,10 @@ class SecretFileError(Exception):
     """The file cannot be used; the message says why and what to do (never the secret)."""
 
 
-def read_secret_file(path: str | os.PathLike, owner_hint: str = "this user") -> str:
+def read_secret_file(path: str | os.PathLike, owner_hint: str = "this user", allow_empty: bool = False) -> str:
     """The file's text without its final newline. Raises SecretFileError when it is missing,
-    unreadable, not a regular file, open to group or others, not UTF-8 text, or empty."""
+    unreadable, not a regular file, open to group or others, not UTF-8 text, or (unless
+    ``allow_empty``) empty."""
     path = os.fspath(path)
     try:
         # Open first, then check the opened file: no window to swap it between check and read.
@@ -42,6 +43,6 @@ def read_secret_file(path: str | os.PathLike, owner_hint: str = "this user") -> 
     except UnicodeDecodeError:
         raise SecretFileError(f"file {path} is not UTF-8 text; write the secret as text") from None
     text = text.removesuffix("\n").removesuffix("\r")
-    if not text.strip():
+    if not text.strip() and not allow_empty:
         raise SecretFileError(f"file {path} is empty; write the secret into it")
     return text
