@@ -20,6 +20,7 @@ import os
 import select
 import signal
 import subprocess
+from collections import deque
 from collections.abc import Iterable
 
 log = logging.getLogger("sts_wire")
@@ -34,7 +35,7 @@ class Signals:
 
     def __init__(self):
         self.stop: int | None = None        # the first stop signal received
-        self.pending: list[int] = []        # signals not yet handled by the main loop
+        self.pending: deque[int] = deque()  # signals not yet handled by the main loop
         self._old: dict = {}
         self._r, self._w = os.pipe()
         for fd in (self._r, self._w):
@@ -64,8 +65,11 @@ class Signals:
                 os.close(fd)
 
     def take(self) -> list[int]:
-        """The signals received since the last call (oldest first)."""
-        out, self.pending[:] = list(self.pending), []
+        """The signals received since the last call (oldest first). popleft is atomic: a signal
+        that arrives meanwhile is taken now or at the next call, never lost."""
+        out = []
+        while self.pending:
+            out.append(self.pending.popleft())
         return out
 
     def wait(self, timeout: float) -> None:
