@@ -29,6 +29,7 @@ class Credentials:
         self.renewals = 0
         self.token_renewals = 0
         self.failures = 0
+        self.renewal_failures = 0  # all failed renewals, for the hub's metrics (sts_wire/report.py)
         self.next_try: float = 0.0
         self.token_next_try: float = 0.0
         self.last_error: StsWireError | None = None
@@ -103,6 +104,7 @@ class Credentials:
                 changed = False
         except StsWireError as e:
             self.failures += 1
+            self.renewal_failures += 1
             deadline = self.keys.expires_at if self.keys else None
             delay = retry_delay(self.failures - 1, now, deadline)
             self.next_try = now + delay
@@ -112,6 +114,7 @@ class Credentials:
             return False
         except Exception as e:  # noqa: BLE001 - a bug must not stop the renewals
             self.failures += 1
+            self.renewal_failures += 1
             self.next_try = now + backoff(self.failures - 1, 1, 30)
             log.exception("renewal failed unexpectedly: %s", type(e).__name__)
             return False
@@ -131,5 +134,5 @@ class Credentials:
                 "keys_expire": iso(self.keys.expires_at) if self.keys else None,
                 "access_key": (self.keys.access_key_id[:4] + "...") if self.keys else None,
                 "last_renewal": iso(self.last_renewal), "key_renewals": self.renewals,
-                "token_renewals": self.token_renewals,
+                "token_renewals": self.token_renewals, "renewal_failures": self.renewal_failures,
                 "last_error": self.last_error.message if self.last_error else None}

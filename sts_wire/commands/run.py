@@ -17,6 +17,7 @@ import sys
 from ..app import App, first_failure
 from ..errors import Exit, StsWireError
 from ..process import STOP_SIGNALS, Signals, reap
+from ..report import start_reporter
 from ..tokens import secret_env_names
 
 log = logging.getLogger("sts_wire")
@@ -60,6 +61,7 @@ def _run_child(cmd: list[str], app: App, sup, signals: Signals) -> int:
         child = subprocess.Popen(cmd, env=env, process_group=None if tty_group else 0)
     except OSError as e:
         raise StsWireError(f"cannot start {cmd[0]}: {e.strerror}", Exit.USAGE) from None
+    reporter = start_reporter(sup, app.runtime.state_file)  # to the hub, when in a hub's server
     log.info("started %s (pid %d)", cmd[0], child.pid)
     while True:
         for sig in signals.take():
@@ -75,5 +77,7 @@ def _run_child(cmd: list[str], app: App, sup, signals: Signals) -> int:
         sup.tick()
         signals.wait(0.2)
     code = child.returncode
+    if reporter is not None:
+        reporter.stop()
     log.info("%s ended with status %s; unmounting", cmd[0], code)
     return 128 - code if code < 0 else code
