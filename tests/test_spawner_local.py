@@ -4,6 +4,8 @@ cgroup limits, named servers, concurrent spawns vs the limits, a hub restart, no
 from __future__ import annotations
 
 import concurrent.futures
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -162,3 +164,24 @@ def test_progress_tells_what_is_happening(hub):
     found = [next(i for i, m in enumerate(messages) if m.startswith(s)) for s in steps]
     assert found == sorted(found), messages
     assert "ready" in messages[-1].lower(), messages
+
+
+def test_a_server_that_died_while_the_hub_was_down_is_cleaned_up_at_restart(hub):
+    assert hub.spawn("bob", options={"profile": "physics-cpu", "cpu": 1, "memory": "1G"}).status_code in (201, 202)
+    hub.wait_ready("bob")
+    name = hub.user("bob")["servers"][""]["state"]["child"]["cgroup"]
+    group = cgroups.CGroup(CGROUP_ROOT, name)
+    hub.stop(keep_servers=True)
+    for pid in cgroups.pids(group):  # the server and all it started die while no hub watches
+        os.kill(pid, signal.SIGKILL)
+    hub.start()
+    deadline = time.monotonic() + 20
+    while hub.servers("bob") and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert hub.servers("bob") == {}
+    assert not group.path("cpu").exists() and not group.path("memory").exists()
+    # Its resources no longer count: bob (1 server at most) may start again.
+    assert hub.spawn("bob", options={"profile": "physics-cpu"}).status_code in (201, 202)
+    hub.wait_ready("bob")
+    hub.stop_server("bob")
+    assert our_cgroups(hub) == []
