@@ -15,11 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,6 +47,27 @@ GROUPS = {g: {"max_servers": 1, "max_cpu": 2, "max_memory": "2G", "max_gpus": 0}
 
 def emit(**row) -> None:
     print(json.dumps(row), flush=True)
+
+
+_LOG_TIME = re.compile(r"^\[\w (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) ")
+
+
+def start_seconds(hub: CloudHub, offset: int) -> tuple[float | None, int]:
+    """From the hub's log, written since `offset`: the spawner's part of the last spawn, from
+    "Initiating spawn" until the hub starts waiting for the server to answer (the server's own
+    start-up, the noisy part on a busy machine, is left out). Returns it and the new offset."""
+    text = hub.log.read_text(errors="replace")
+    begin = end = None
+    for line in text[offset:].splitlines():
+        m = _LOG_TIME.match(line)
+        if not m:
+            continue
+        if "Initiating spawn for alice" in line:
+            begin = datetime.fromisoformat(m.group(1))
+        elif begin and end is None and "Waiting" in line and "for server at" in line:
+            end = datetime.fromisoformat(m.group(1))
+    took = (end - begin).total_seconds() if begin and end else None
+    return took, len(text)
 
 
 def spawn_to_ready(hub: CloudHub, options: dict | None) -> float:
@@ -128,17 +151,24 @@ def main() -> int:
             spawn_to_ready(plain, {})
             variants = {"cloud": (cloud, options), "plain": (plain, {})}
             times: dict[str, list[float]] = {k: [] for k in variants}
+            starts: dict[str, list[float]] = {k: [] for k in variants}
+            offsets = {k: len(hub.log.read_text(errors="replace")) for k, (hub, _) in variants.items()}
             for i in range(args.rounds):
                 for name in list(variants) if i % 2 == 0 else list(variants)[::-1]:
                     hub, opts = variants[name]
                     took = spawn_to_ready(hub, opts)
+                    start, offsets[name] = start_seconds(hub, offsets[name])
                     times[name].append(took)
-                    emit(bench="spawn_to_ready", backend=backend, variant=name, round=i, seconds=round(took, 3))
+                    if start is not None:
+                        starts[name].append(start)
+                    emit(bench="spawn_to_ready", backend=backend, variant=name, round=i, seconds=round(took, 3),
+                         spawner_start_seconds=start)
             med = {k: statistics.median(v) for k, v in times.items()}
+            med_start = {k: round(statistics.median(v), 3) for k, v in starts.items() if v}
             emit(bench="spawn_to_ready_summary", backend=backend, rounds=args.rounds,
                  median_seconds={k: round(v, 3) for k, v in med.items()},
                  cloud_over_plain=round(med["cloud"] / med["plain"], 3), target_cloud_over_plain=1.1,
-                 cpus=os.cpu_count())
+                 median_spawner_start_seconds=med_start, cpus=os.cpu_count())
     finally:
         for svc in reversed(started):
             try:

@@ -526,3 +526,13 @@ def test_running_job_is_found_again_after_a_hub_restart(slurm_hub, slurm_env):
     assert r.status_code == 200, r.text
     hub.stop_server("alice")
     assert slurm.wait_job(job_id, timeout=30) in ("CANCELLED", "COMPLETED")
+
+
+def test_user_without_a_local_account_gets_a_clear_error(slurm_env, hub_api, serve_cmd):
+    async def run():
+        child = make_child(hub_api, res(), SpawnTarget("nosuchuser"), backend(slurm_env), serve_cmd)
+        with pytest.raises(RuntimeError, match="nosuchuser has no account on the hub's machine"):
+            await child.start()
+        assert child.job_id == ""
+
+    asyncio.run(run())

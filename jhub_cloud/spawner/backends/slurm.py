@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import pwd
 import re
 import shlex
 
@@ -90,6 +91,11 @@ class SlurmChild(SlurmSpawner):
                          format_template(template, **subvars)))
 
     async def submit_batch_script(self):
+        try:
+            pwd.getpwnam(self.user.name)
+        except KeyError:
+            raise RuntimeError(f"{self.user.name} has no account on the hub's machine: Slurm jobs run as "
+                               "the user's own account, which the site must create first") from None
         script = await self._get_batch_script()
         cmd = self._command(self.batch_submit_cmd)
         self.log.info("Submitting Slurm job for %s: %s", self._log_name, cmd)
