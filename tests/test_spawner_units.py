@@ -3,6 +3,7 @@ the backend registry, resources in state, and the cgroup helper on this machine'
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from pathlib import Path
@@ -150,7 +151,7 @@ def test_running_resources_counts_active_and_reserved_servers_but_not_me():
     assert running_resources([me, *others], me) == [r, r, UNKNOWN]
 
 
-@pytest.mark.skipif(cgroups.available(Path("/sys/fs/cgroup")) is not None, reason="no cgroup v1 here")
+@pytest.mark.skipif(cgroups.detect(Path("/sys/fs/cgroup"))[0] != 1, reason="no cgroup v1 here")
 def test_cgroup_limits_hold_for_a_process_and_everything_is_removed():
     group = cgroups.CGroup(Path("/sys/fs/cgroup"), f"jhub-cloud-unit/{os.getpid()}")
     cgroups.create(group, 0.5, 64 * 2**20)
@@ -170,3 +171,48 @@ def test_cgroup_limits_hold_for_a_process_and_everything_is_removed():
             for d in (group.path(c), group.path(c).parent):
                 if d.exists():
                     d.rmdir()
+
+
+def _fake_v2(root: Path, controllers: str = "cpuset cpu io memory pids") -> Path:
+    """A folder shaped like a cgroup v2 root (the kernel's files as plain files)."""
+    root.mkdir(exist_ok=True)
+    (root / "cgroup.controllers").write_text(controllers + "\n")
+    (root / "cgroup.subtree_control").write_text("\n")
+    (root / "cgroup.procs").write_text("")
+    return root
+
+
+def test_cgroup_detection_names_what_is_missing(tmp_path):
+    assert cgroups.detect(Path("/sys/fs/cgroup"))[0] in (1, 2, None)
+    assert cgroups.detect(tmp_path / "nothing") == (None, f"no cgroup v1 cpu controller at {tmp_path}/nothing/cpu")
+    v2 = _fake_v2(tmp_path / "v2", "hugetlb")  # this machine's own /sys/fs/cgroup/unified looks like this
+    version, why = cgroups.detect(v2)
+    assert version is None and why.endswith(f"the cgroup v2 hierarchy at {v2} has no cpu/memory controller")
+    assert cgroups.detect(_fake_v2(tmp_path / "ok")) == (2, None)
+
+
+def test_cgroup_v2_writes_the_limits_and_enables_controllers_on_the_way_down(tmp_path):
+    root = _fake_v2(tmp_path / "v2")
+    group = cgroups.CGroup(root, "jhub-cloud/alice-abc123", version=2)
+    leaf = root / "jhub-cloud" / "alice-abc123"
+    cgroups.create(group, 1.5, 3 * 2**30)
+    assert (root / "cgroup.subtree_control").read_text() == "+cpu +memory"
+    assert (root / "jhub-cloud" / "cgroup.subtree_control").read_text() == "+cpu +memory"
+    assert (leaf / "cpu.max").read_text() == "150000 100000"
+    assert (leaf / "memory.max").read_text() == str(3 * 2**30)
+    assert cgroups.read_limits(group) == {"cpu": 1.5, "memory_bytes": 3 * 2**30}
+    assert group.procs_files == [str(leaf / "cgroup.procs")]
+
+
+@pytest.mark.skipif(cgroups.detect(Path("/sys/fs/cgroup"))[0] != 2, reason="no cgroup v2 cpu/memory controllers here")
+def test_cgroup_v2_limits_hold_for_a_process():
+    group = cgroups.CGroup(Path("/sys/fs/cgroup"), f"jhub-cloud-unit/{os.getpid()}", version=2)
+    cgroups.create(group, 0.5, 64 * 2**20)
+    try:
+        hog = subprocess.run(["python3", "-c", "b = bytearray(200 * 2**20); b[::4096] = b'x' * len(b[::4096])"],
+                             preexec_fn=cgroups.join_preexec(group), capture_output=True)
+        assert hog.returncode == -9
+    finally:
+        cgroups.remove(group)
+        with contextlib.suppress(OSError):
+            (Path("/sys/fs/cgroup") / "jhub-cloud-unit").rmdir()

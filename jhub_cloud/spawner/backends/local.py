@@ -1,8 +1,8 @@
-"""Local backend adapter: LocalProcessSpawner plus cgroup v1 limits for CPU and memory, and
+"""Local backend adapter: LocalProcessSpawner plus cgroup (v1 or v2) limits for CPU and memory, and
 a private mount namespace per server for its storage mounts (mountns.py).
 
 Everything else (running as the user, poll by PID after a hub restart, SIGINT/TERM/KILL on
-stop) is LocalProcessSpawner's own. Where cgroup v1 is not available, the server runs without
+stop) is LocalProcessSpawner's own. Where no cgroup controllers are available, the server runs without
 CPU and memory limits, with a warning in the hub's log and on the spawn page, unless
 `require_limits` is set, in which case it is not started.
 """
@@ -10,19 +10,22 @@ CPU and memory limits, with a warning in the hub's log and on the spawn page, un
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 from pathlib import Path
 
 from jupyterhub.spawner import LocalProcessSpawner
-from traitlets import Bool, List, Unicode
+from traitlets import Bool, Integer, List, Unicode
 
 from .. import cgroups, mountns
 
 
 class LocalChild(LocalProcessSpawner):
     cgroup_root = Unicode(
-        "/sys/fs/cgroup", config=True, help="Where the cgroup v1 controllers (cpu, memory) are mounted."
+        "/sys/fs/cgroup", config=True,
+        help="Where the cgroup v1 controllers (cpu, memory) are mounted, or the cgroup v2 folder "
+        "(unified hierarchy, or a subtree delegated to the hub) whose children the servers get.",
     )
     cgroup_parent = Unicode(
         "jhub-cloud", config=True,
@@ -31,13 +34,14 @@ class LocalChild(LocalProcessSpawner):
     require_limits = Bool(
         False, config=True,
         help="Refuse to start a server when its CPU and memory limits cannot be enforced "
-        "(no cgroup v1 cpu and memory controllers writable by the hub). When False the server "
+        "(no cgroup v1 or v2 cpu and memory controllers writable by the hub). When False the server "
         "starts without limits and a warning is logged.",
     )
     cgroup_prefix = Unicode(
         "", help="Start of this server's cgroup name (set by the builder: the safe user/server name)."
     )
     cgroup_name = Unicode("", help="This server's cgroup, relative to each controller (kept in state).")
+    cgroup_version = Integer(1, help="cgroup v1 or v2 for this server's cgroup (kept in state).")
     mount_roots = List(
         Unicode(), help="Folders where sts-wire mounts this server's buckets (set by the builder "
         "from storage.mount_roots); each gets a private tmpfs in the server's mount namespace.",
@@ -49,8 +53,8 @@ class LocalChild(LocalProcessSpawner):
         "mount outlives its server. False: mounts go to the machine's folders, shared by all.",
     )
 
-    def _group(self, name: str | None = None) -> cgroups.CGroup:
-        return cgroups.CGroup(Path(self.cgroup_root), name or self.cgroup_name)
+    def _group(self, name: str | None = None, version: int | None = None) -> cgroups.CGroup:
+        return cgroups.CGroup(Path(self.cgroup_root), name or self.cgroup_name, version or self.cgroup_version)
 
     def limits_note(self) -> str:
         """What the limits are and whether they are enforced, for the progress messages."""
@@ -76,14 +80,20 @@ class LocalChild(LocalProcessSpawner):
         return preexec
 
     async def start(self):
-        why_not = cgroups.available(Path(self.cgroup_root))
-        if why_not is None and (self.cpu_limit or self.mem_limit):
+        version, why_not = cgroups.detect(Path(self.cgroup_root))
+        if version is not None:
             name = f"{self.cgroup_parent}/{self.cgroup_prefix or self.user.name}-{secrets.token_hex(3)}"
-            cgroups.create(self._group(name), self.cpu_limit or 0, self.mem_limit or 2**62)
-            self.cgroup_name = name
-        elif self.require_limits:
+            group = self._group(name, version)
+            try:
+                cgroups.create(group, self.cpu_limit or os.cpu_count(), self.mem_limit or 2**62)
+                self.cgroup_name, self.cgroup_version = name, version
+            except OSError as e:
+                why_not = f"cannot make the cgroup {name} (v{version}): {e}"
+                with contextlib.suppress(OSError):
+                    cgroups.remove(group)
+        if why_not and self.require_limits:
             raise RuntimeError(f"cannot enforce this server's CPU and memory limits: {why_not}")
-        else:
+        if why_not:
             self.log.warning("Starting %s without CPU/memory limits: %s", self._log_name, why_not)
         if self.private_mounts and self.mount_roots:
             why_not = mountns.available()
@@ -113,18 +123,20 @@ class LocalChild(LocalProcessSpawner):
         if not name:
             return
         group = self._group(name)
-        if not any(group.path(c).exists() for c in cgroups.CONTROLLERS):
+        if not any(d.exists() for d in group.dirs):
             return
         killed = await asyncio.to_thread(cgroups.remove, group)
         if killed:
             self.log.warning("Killed %d leftover process(es) of %s", len(killed), self._log_name)
         if self.cgroup_name == name:
             self.cgroup_name = ""
+        self.cgroup_version = 1
 
     def get_state(self):
         state = super().get_state()
         if self.cgroup_name:
             state["cgroup"] = self.cgroup_name
+            state["cgroup_v"] = self.cgroup_version
         return state
 
     def load_state(self, state):
@@ -133,7 +145,9 @@ class LocalChild(LocalProcessSpawner):
         # Only a cgroup of ours is ever killed and removed, whatever the stored state says.
         ok = isinstance(name, str) and name.startswith(self.cgroup_parent + "/") and ".." not in name
         self.cgroup_name = name if ok else ""
+        self.cgroup_version = 2 if state.get("cgroup_v") == 2 else 1
 
     def clear_state(self):
         super().clear_state()
         self.cgroup_name = ""
+        self.cgroup_version = 1
