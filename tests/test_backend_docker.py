@@ -260,6 +260,10 @@ def test_alice_docker_server_through_the_hub(docker_hub, docker_host, seaweedfs)
     assert hc["NetworkMode"] == "host" and hc["Privileged"] is False
     assert hc["CapAdd"] == ["SYS_ADMIN"] and [d["PathOnHost"] for d in hc["Devices"]] == ["/dev/fuse"]
     assert info["Config"]["Cmd"][:5] == ["sts-wire", "run", "--spec", "env:STS_WIRE_SPEC", "--"]
+    v2 = "cat /sys/fs/cgroup/cpu.max /sys/fs/cgroup/memory.max 2>/dev/null"
+    v1 = "cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/memory/memory.limit_in_bytes"
+    cg = docker_host.docker("exec", "jhub-alice", "sh", "-c", f"{v2} || {v1}").stdout.split()
+    assert cg in (["100000", "100000", str(1024 * MiB)], ["100000", str(1024 * MiB)])
     env = _container_env(docker_host, "jhub-alice")
     assert "AWS_SECRET_ACCESS_KEY" not in env and "JHUB_CLOUD_CLIENT_SECRET" not in env
 

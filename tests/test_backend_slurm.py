@@ -536,3 +536,27 @@ def test_user_without_a_local_account_gets_a_clear_error(slurm_env, hub_api, ser
         assert child.job_id == ""
 
     asyncio.run(run())
+
+
+def test_server_that_dies_inside_its_job_ends_the_job_and_shows_stopped(slurm_hub, slurm_env):
+    """set -euo pipefail and srun: the job ends with the server, so the hub's poll sees it."""
+    import signal
+
+    from tests.testbed.cloudhub import singleuser_processes
+
+    hub, slurm = slurm_hub, slurm_env
+    r = hub.spawn("alice", options={"profile": GPU_PROFILE, "gpus": 0})
+    assert r.status_code in (201, 202), r.text
+    hub.wait_ready("alice", timeout=120)
+    job_id = _server_state(hub)["child"]["job_id"]
+    # The notebook server itself, not its wrappers (batchspawner-singleuser running sts-wire).
+    (server,) = [p for p in singleuser_processes(hub, "alice")
+                 if not any("sts-wire" in a or "batchspawner" in a for a in p.cmdline())]
+    server.send_signal(signal.SIGKILL)
+    t0 = time.monotonic()
+    while "" in hub.servers("alice") and time.monotonic() - t0 < 30:
+        time.sleep(0.3)
+    assert "" not in hub.servers("alice"), "the hub still shows a server that died"
+    assert time.monotonic() - t0 < 3 + 5
+    assert slurm.wait_job(job_id, timeout=30) in ("FAILED", "COMPLETED", "CANCELLED")
+    assert _job_processes(slurm) == []
