@@ -348,3 +348,13 @@ def test_docker_not_answering_is_not_a_stopped_server(docker_host, lab_image, ru
         assert offline.object_id == "0123456789ab"
 
     asyncio.run(run())
+
+
+def test_missing_image_with_pull_policy_never_is_a_clear_error(docker_host):
+    async def run():
+        child = make_child(res("jhub-cloud/not-built:anywhere"), SpawnTarget("alice"), backend())
+        with pytest.raises(RuntimeError, match="jhub-cloud/not-built:anywhere is not on the Docker host"):
+            await child.start()
+        assert "jhub-alice" not in [c.name for c in docker_host.client().containers.list(all=True)]
+
+    asyncio.run(run())

@@ -560,3 +560,14 @@ def test_server_that_dies_inside_its_job_ends_the_job_and_shows_stopped(slurm_hu
     assert time.monotonic() - t0 < 3 + 5
     assert slurm.wait_job(job_id, timeout=30) in ("FAILED", "COMPLETED", "CANCELLED")
     assert _job_processes(slurm) == []
+
+
+def test_job_slurm_refuses_is_a_clear_error_and_nothing_is_queued(slurm_env, hub_api, serve_cmd):
+    async def run():
+        child = make_child(hub_api, res(cpu=4096), SpawnTarget("alice"), backend(slurm_env), serve_cmd)
+        with pytest.raises(RuntimeError, match="Batch job submission failed"):
+            await child.start()
+        assert child.job_id == ""
+        assert slurm_env.run("squeue", "-h", "-u", "alice").stdout.strip() == ""
+
+    asyncio.run(run())

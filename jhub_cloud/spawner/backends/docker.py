@@ -49,7 +49,13 @@ class DockerChild(DockerSpawner):
 
     async def pull_image(self, image):
         self._phase = f"Pulling image {image}" if self.pull_policy == "always" else f"Checking image {image}"
-        await super().pull_image(image)
+        try:
+            await super().pull_image(image)
+        except docker.errors.ImageNotFound:
+            if self.pull_policy != "never":
+                raise
+            raise RuntimeError(f"image {image} is not on the Docker host and backends.docker.pull_policy "
+                               "is never: the site must pull or build it there first") from None
         self._phase = "Creating the container"
 
     async def start_object(self):
