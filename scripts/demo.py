@@ -48,6 +48,7 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 # The demo's dockerd keeps its images here (apart from the tests' own, so both can run at once).
 DOCKER_DATA = Path(os.environ.get("JHUB_CLOUD_DEMO_DOCKER", "/var/cache/jhub-cloud-demo/docker"))
 DEMO_LAB_IMAGE = "jhub-cloud/lab:demo"
+S3_ROOT = Path("/s3")   # where servers see their buckets (local backend: private to each server)
 BACKENDS = ("local", "docker", "slurm")
 
 
@@ -156,9 +157,9 @@ class Demo:
         self.hub.start(timeout=120)
         self.idp, self.s3 = idp, s3
 
-    def storage(self, s3: SeaweedFS) -> dict:
+    def storage(self, s3: SeaweedFS, root: Path) -> dict:
         return {"s3_endpoint": s3.endpoint, "provider": "SeaweedFS", "role_arn": s3.role_arn,
-                "region": s3.region, "mount_roots": ["/s3" if self.args.backend == "docker" else str(self.s3_root)]}
+                "region": s3.region, "mount_roots": [str(root)]}
 
     def backend_config(self, s3: SeaweedFS) -> tuple[dict, str]:
         if self.args.backend == "docker":
@@ -168,16 +169,14 @@ class Demo:
         return self.local_config(s3)
 
     def local_config(self, s3: SeaweedFS) -> tuple[dict, str]:
-        # Local servers share this machine's file system: each user gets a folder of their own
-        # holding their mounts (<root>/alice/alice, <root>/alice/scratch), shown as the root of
-        # JupyterLab's file browser.
-        self.s3_root.mkdir(parents=True, exist_ok=True)
-        self.s3_root.chmod(0o1777)
-        mounts = [{"bucket": "{username}", "path": f"{self.s3_root}/{{username}}/{{username}}"},
-                  {"bucket": "scratch", "path": f"{self.s3_root}/{{username}}/scratch"}]
-        extra = {**spawner_profiles(mounts), "storage": self.storage(s3)}
-        return extra, (f"c.Spawner.notebook_dir = {str(self.s3_root)!r} + '/{{username}}'\n"
-                       "c.Spawner.default_url = '/lab'\n")
+        # Each local server gets a private mount namespace with its own tmpfs on /s3
+        # (jhub_cloud/spawner/mountns.py): alice's and bob's /s3/scratch do not collide, and this
+        # machine's /s3 stays an empty folder.
+        S3_ROOT.mkdir(mode=0o755, exist_ok=True)
+        mounts = [{"bucket": "{username}", "path": f"{S3_ROOT}/{{username}}"},
+                  {"bucket": "scratch", "path": f"{S3_ROOT}/scratch"}]
+        extra = {**spawner_profiles(mounts), "storage": self.storage(s3, S3_ROOT)}
+        return extra, f"c.Spawner.notebook_dir = {str(S3_ROOT)!r}\nc.Spawner.default_url = '/lab'\n"
 
     def slurm_config(self, s3: SeaweedFS) -> tuple[dict, str]:
         """A one-node Slurm cluster of our own (own munged, free ports); servers are batch jobs
@@ -192,7 +191,15 @@ class Demo:
         slurm.start()
         # sbatch, squeue and scancel of the hub find this cluster through SLURM_CONF.
         os.environ.update(slurm.env)
-        extra, hub_config = self.local_config(s3)
+        # Jobs share this machine's file system (no private namespace as local servers have):
+        # each user's mounts go into a folder of their own, the root of their file browser.
+        self.s3_root.mkdir(parents=True, exist_ok=True)
+        self.s3_root.chmod(0o1777)
+        mounts = [{"bucket": "{username}", "path": f"{self.s3_root}/{{username}}/{{username}}"},
+                  {"bucket": "scratch", "path": f"{self.s3_root}/{{username}}/scratch"}]
+        extra = {**spawner_profiles(mounts), "storage": self.storage(s3, self.s3_root)}
+        hub_config = (f"c.Spawner.notebook_dir = {str(self.s3_root)!r} + '/{{username}}'\n"
+                      "c.Spawner.default_url = '/lab'\n")
         extra["backends"] = {"slurm": {"partition": slurm.partition, "exec_prefix": "runuser -u {username} --",
                                        "batchspawner_singleuser": str(VENV_BIN / "batchspawner-singleuser"),
                                        "server_ip": "127.0.0.1"}}
@@ -216,7 +223,7 @@ class Demo:
         # DockerSpawner finds the daemon through DOCKER_HOST in the hub's environment.
         os.environ["DOCKER_HOST"] = d.host
         mounts = [{"bucket": "{username}", "path": "/s3/{username}"}, {"bucket": "scratch", "path": "/s3/scratch"}]
-        extra = {**spawner_profiles(mounts), "storage": self.storage(s3),
+        extra = {**spawner_profiles(mounts), "storage": self.storage(s3, S3_ROOT),
                  "backends": {"docker": {"network": "host", "host_ip": "127.0.0.1", "pull_policy": "never",
                                          "home_volume": "jhub-demo-home-{username}"}}}
         for p in extra["profiles"]:

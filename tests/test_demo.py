@@ -19,9 +19,14 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.testbed.browser import Chromium, descendants
-from tests.testbed.paths import ARTIFACTS, REPO, free_port
+from tests.testbed.cloudhub import CloudHub
+from tests.testbed.docker import pids_with_arg
+from tests.testbed.idp import IdP
+from tests.testbed.paths import ARTIFACTS, CACHE, REPO, free_port
+from tests.testbed.pki import PKI
 from tests.testbed.procs import mounts_under, pid_alive, stop_pid
 from tests.testbed.s3 import static_s3_client
 from tests.testbed.seaweedfs import ADMIN_KEY, ADMIN_SECRET
@@ -30,11 +35,23 @@ pytestmark = pytest.mark.slow
 SHOTS = ARTIFACTS / "demo"
 
 
+def fuse_mounts_seen_by(pids, root: Path) -> set[str]:
+    """FUSE mounts under root in the mount namespaces of these processes."""
+    out = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/mounts").read_text().splitlines():
+                _, target, fstype, *_ = line.split()
+                if fstype.startswith("fuse") and target.startswith(f"{root}/"):
+                    out.add(target)
+    return out
+
+
 class RunningDemo:
-    def __init__(self, state: Path):
-        self.state = state
+    def __init__(self, state: Path, *args: str):
+        self.state, self.args = state, list(args)
         self.port, self.idp_port = free_port(), free_port()
-        self.out = state.parent / "demo.out"
+        self.out = state.parent / f"{state.name}.out"
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -44,9 +61,12 @@ class RunningDemo:
     def start(self, timeout: float = 900) -> str:
         """scripts/demo.sh until it says it is ready; returns what it printed."""
         argv = [str(REPO / "scripts" / "demo.sh"), "--port", str(self.port), "--idp-port", str(self.idp_port),
-                "--state", str(self.state)]
+                "--state", str(self.state), *self.args]
+        # The docker backend's images: in the tests' cache, apart from a person's demo.
+        env = {**os.environ, "JHUB_CLOUD_DEMO_DOCKER": str(CACHE / "demo-docker")}
         with open(self.out, "wb") as out:
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self.text()
@@ -63,6 +83,27 @@ class RunningDemo:
     def s3(self):
         endpoint = re.search(r"S3 at (http://127\.0\.0\.1:\d+)", self.text()).group(1)
         return static_s3_client(endpoint, ADMIN_KEY, ADMIN_SECRET)
+
+    def hub(self) -> CloudHub:
+        """The demo's hub, driven as the tests drive theirs (its API token is in the state folder)."""
+        pki_dir = self.state / "pki"
+        pki = PKI(pki_dir, *(pki_dir / f for f in ("ca.crt", "bundle.crt", "server.crt", "server.key",
+                                                   "sig.crt", "sig.key")))
+        hub = CloudHub(IdP(pki, self.state / "idp", port=self.idp_port), self.state / "hub", port=self.port)
+        hub.api_token = (self.state / "hub" / "api_token").read_text().strip()
+        return hub
+
+    def stop(self) -> None:
+        """SIGINT (Ctrl-C), then: the demo ended well and nothing it started remains."""
+        pids = descendants(self.proc.pid)
+        os.kill(self.proc.pid, signal.SIGINT)
+        assert self.proc.wait(timeout=120) == 0, self.text()[-2000:]
+        assert "stopped: nothing of the demo is running" in self.text()
+        left = [p for p in pids if pid_alive(p)]
+        assert left == [], left
+        assert mounts_under(self.state) == []
+        # Container shims and slurmstepd are not our children: they name the demo's folder.
+        assert pids_with_arg(str(self.state)) == []
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -184,10 +225,47 @@ def test_a_user_outside_the_allowed_groups_sees_one_clear_refusal(demo, chromium
 def test_ctrl_c_stops_everything_the_demo_started(demo):
     pids = descendants(demo.proc.pid)
     assert len(pids) >= 5, pids           # IdP, SeaweedFS, hub, proxy, alice's server and its rclone...
-    assert mounts_under(demo.state)
-    os.kill(demo.proc.pid, signal.SIGINT)
-    assert demo.proc.wait(timeout=120) == 0, demo.text()[-2000:]
-    assert "stopped: nothing of the demo is running" in demo.text()
-    left = [p for p in pids if pid_alive(p)]
-    assert left == [], left
-    assert mounts_under(demo.state) == []
+    hub = demo.hub()
+    assert hub.servers("alice").get("", {}).get("ready"), hub.log_tail(60)   # still running
+    # Her mounts, in her server's private mount namespace.
+    assert fuse_mounts_seen_by(pids, Path("/s3")) == {"/s3/alice", "/s3/scratch"}
+    demo.stop()
+
+
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("backend", ["docker", "slurm"])
+def test_demo_with_another_backend(backend, run_dir, user_fuse):
+    """--backend docker (images/lab under the demo's dockerd; the first run builds it) and
+    --backend slurm: alice's server starts there with her bucket mounted, a file written through
+    the server lands in S3, and Ctrl-C leaves no process, container, job or mount."""
+    demo = RunningDemo(run_dir / f"demo-{backend}", "--backend", backend)
+    try:
+        demo.start(timeout=1500)
+        hub = demo.hub()
+        session, _ = hub.login("alice")
+        r = hub.spawn("alice", options={"profile": "physics-cpu", "cpu": 1, "memory": "1G"})
+        assert r.status_code in (201, 202), r.text
+        hub.wait_ready("alice", timeout=180)
+        child = hub.user("alice")["servers"][""]["state"]["child"]
+        assert ("job_id" if backend == "slurm" else "object_id") in child, child
+        # A token that may use her server, made in her own logged-in session (as on the hub's token page).
+        session.get(f"{demo.url}/hub/token", timeout=30)           # sets the _xsrf cookie
+        r = session.post(f"{demo.url}/hub/api/users/alice/tokens", timeout=30,
+                         headers={"X-XSRFToken": session.cookies.get("_xsrf", "")},
+                         json={"scopes": ["access:servers!user=alice"], "note": "demo test"})
+        assert r.status_code == 201, r.text
+        token = r.json()["token"]
+        url = f"{demo.url}/user/alice/api/contents/alice/from-{backend}.txt"
+        r = requests.put(url, headers={"Authorization": f"token {token}"}, timeout=60,
+                         json={"type": "file", "format": "text", "content": f"written on {backend}\n"})
+        assert r.status_code in (200, 201), r.text
+        s3, body = demo.s3(), None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and body is None:
+            with contextlib.suppress(Exception):   # rclone uploads after close()
+                body = s3.get_object(Bucket="alice", Key=f"from-{backend}.txt")["Body"].read()
+            time.sleep(0.5)
+        assert body == f"written on {backend}\n".encode()
+        demo.stop()
+    finally:
+        demo.kill()
