@@ -7,8 +7,9 @@ It starts, on loopback, with the testbed's own service launchers (tests/testbed/
 - JupyterHub with the IAM authenticator and CloudSpawner: the spawn page offers each user the
   profiles of their groups; servers run under sts-wire, which mounts the user's bucket and scratch.
 
-Backends: ``local`` (default: servers are processes of the system users alice, bob, carol, dave),
-``docker`` (containers of images/lab under a private dockerd; the first run builds the images).
+Backends: ``local`` (default: servers are processes of the system users alice, bob, carol, dave,
+each in a private mount namespace), ``docker`` (containers of images/lab under a private dockerd;
+the first run builds the images), ``slurm`` (batch jobs of a one-node Slurm cluster of its own).
 Ctrl-C stops every server, then every service, by PID, and unmounts what is left.
 """
 

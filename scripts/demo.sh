@@ -4,6 +4,7 @@
 # missing (scripts/setup.sh), later runs only check and are ready in seconds.
 #   scripts/demo.sh                    # servers as local processes
 #   scripts/demo.sh --backend docker   # servers in containers of images/lab (built on first use)
+#   scripts/demo.sh --backend slurm    # servers as jobs of a one-node Slurm cluster
 #   scripts/demo.sh --help
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
