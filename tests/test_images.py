@@ -173,3 +173,17 @@ def test_hub_image_runs_the_suites_hub(dockerd, suite_hub_image):
     assert lines[3:5] == ["imports ok", "config ok"]
     cfg = json.loads(dockerd.docker("image", "inspect", suite_hub_image.tag).stdout)[0]["Config"]
     assert cfg["Cmd"] == ["jupyterhub", "-f", "/etc/jupyterhub/jupyterhub_config.py"]
+
+
+def test_lab_gpu_is_the_lab_recipe_on_the_given_base_with_nvidia_settings(dockerd, base_image, suite_lab_image):
+    """images/build.py lab-gpu: the lab recipe on the --base image (here the testbed base stands
+    in for a CUDA image, which no registry here provides), then the GPU settings on top."""
+    gpu = build_image(dockerd, "lab-gpu", "jhub-cloud/lab-gpu:testbed", base_image)
+    cfg = json.loads(dockerd.docker("image", "inspect", gpu.tag).stdout)[0]["Config"]
+    env = dict(e.split("=", 1) for e in cfg["Env"])
+    assert env["NVIDIA_VISIBLE_DEVICES"] == "all"
+    assert env["NVIDIA_DRIVER_CAPABILITIES"] == "compute,utility"
+    assert cfg["Entrypoint"] == ["tini", "-g", "--"] and cfg["User"] == "1000"
+    assert cfg["Cmd"] == ["sts-wire", "run", "--spec", "env:STS_WIRE_SPEC", "--", "jupyterhub-singleuser"]
+    r = dockerd.docker("run", "--rm", "--network", "none", gpu.tag, "jupyterhub-singleuser", "--version")
+    assert r.stdout.strip() == importlib.metadata.version("jupyterhub")
