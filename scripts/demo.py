@@ -135,6 +135,11 @@ class Demo:
 
     # --- start --------------------------------------------------------------------------------
     def start(self) -> None:
+        needs = {"docker": ("dockerd", "debootstrap"), "slurm": ("slurmctld", "slurmd", "munged")}
+        missing = [tool for tool in needs.get(self.args.backend, ()) if not shutil.which(tool)]
+        if missing:
+            raise DemoError(f"--backend {self.args.backend} needs {', '.join(missing)}, not found on this machine: "
+                            "run scripts/demo.sh (it installs them) or choose another backend")
         for port in (self.args.port, self.args.idp_port):
             if not port_free(port):
                 raise DemoError(f"port {port} on 127.0.0.1 is in use (another demo?): stop it, or pass "

@@ -14,7 +14,9 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -269,3 +271,17 @@ def test_demo_with_another_backend(backend, run_dir, user_fuse):
         demo.stop()
     finally:
         demo.kill()
+
+
+def test_a_busy_port_is_refused_before_anything_starts(run_dir):
+    state = run_dir / "demo-busy"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        busy = s.getsockname()[1]
+        r = subprocess.run([sys.executable, str(REPO / "scripts" / "demo.py"), "--port", str(busy),
+                            "--idp-port", str(free_port()), "--state", str(state)],
+                           capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert f"port {busy} on 127.0.0.1 is in use" in r.stderr and "--port" in r.stderr
+    assert "OpenID provider" not in r.stdout and not (state / "idp").exists()
