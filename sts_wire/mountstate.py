@@ -35,6 +35,7 @@ class Mount:
     probe_started: float = 0.0
     next_probe: float = 0.0
     history: list[str] = field(default_factory=list)
+    renewal_note: bool = False      # its note says that renewals fail (the mount itself works)
 
     @property
     def path(self) -> str:

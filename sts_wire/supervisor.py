@@ -65,6 +65,7 @@ class Supervisor:
         self._write_configs()
         self._setpriv = shutil.which("setpriv")
         self._last_state = 0.0
+        self._noted_error: StsWireError | None = None   # the renewal failure the notes tell of
         self.fuse_error: StsWireError | None = None
 
     def _write_configs(self) -> None:
@@ -258,6 +259,25 @@ class Supervisor:
                 + (f"what to do: {err.hint}\n" if err and err.hint else "")
                 + f"sts-wire tries again in about {int(retry_in)} s; this note goes away once it works.\n"
                 f"details: sts-wire status; logs in {self.runtime.log_dir}\n")
+        self._put_note(m, text)
+
+    def _renewal_note(self, err: StsWireError) -> None:
+        """The token can no longer be renewed (the user must log in again): say so beside every
+        mounted folder while the keys still work, so that the user learns it before files fail."""
+        keys = self.creds.keys
+        left = f"the S3 keys stay valid until {iso(keys.expires_at)}; after that" if keys else "until then"
+        for m in self.mounts:
+            if m.state != "ready":
+                continue
+            self._put_note(m, f"sts-wire cannot renew access to {m.spec.remote} (mounted on {m.path})\n"
+                              f"time: {iso(time.time())}\n"
+                              f"reason: {err.message}\n"
+                              + (f"what to do: {err.hint}\n" if err.hint else "")
+                              + f"{left} files in this folder cannot be read or written.\n"
+                              "this note goes away once a renewal works again.\n")
+            m.renewal_note = True
+
+    def _put_note(self, m: Mount, text: str) -> None:
         try:
             tmp = m.note_file.with_name("." + m.note_file.name + ".tmp")
             tmp.write_text(text)
@@ -274,6 +294,17 @@ class Supervisor:
         now = time.time() if now is None else now
         had_keys = self.creds.keys is not None
         self.creds.tick(now)
+        err = self.creds.last_error
+        if err is not None and err.code == Exit.TOKEN and had_keys:
+            if err is not self._noted_error:
+                self._renewal_note(err)
+                self._noted_error = err
+        elif self._noted_error is not None and err is None:
+            self._noted_error = None
+            for m in self.mounts:
+                if m.renewal_note:
+                    m.renewal_note = False
+                    self._clear_note(m)
         if not had_keys and self.creds.keys is not None:
             log.info("keys obtained after an earlier failure; mounting")
             for m in self.mounts:

@@ -6,6 +6,7 @@ bucket with it. A token the identity provider refuses to refresh means "log in a
 identity provider the hub cannot reach means "try again later" (503).
 """
 
+import contextlib
 import time
 
 import pytest
@@ -14,9 +15,10 @@ from sts_wire.errors import Exit, StsWireError
 from sts_wire.idp import verified_claims
 from sts_wire.spec import TokenSpec
 from sts_wire.tokens import HubSource, make_source
-from tests.sts_wire_helpers import Secrets, Wire, fuse_mounts_under, write_spec
+from tests.sts_wire_helpers import Secrets, Wire, fuse_mounts_under, wait_until, write_spec
 from tests.testbed.hub import Hub, server_environ
 from tests.testbed.idp import IdP
+from tests.testbed.seaweedfs import SeaweedFS
 
 ENV_KEYS = ("JUPYTERHUB_API_URL", "JUPYTERHUB_API_TOKEN", "JUPYTERHUB_USER")
 
@@ -47,7 +49,8 @@ def hub(idp, run_dir):
     h = Hub(idp, run_dir / "hub-sts-wire").start()
     yield h
     for user in ("alice", "bob"):
-        stop_server(h, user)
+        with contextlib.suppress(Exception):
+            stop_server(h, user)
     h.stop()
 
 
@@ -120,23 +123,38 @@ def test_hub_source_needs_its_environment():
     assert e.value.code == Exit.SPEC
 
 
-def test_refused_refresh_says_log_in_again_and_unreachable_idp_says_later(pki, run_dir):
+def test_refused_refresh_says_log_in_again_and_unreachable_idp_says_later(pki, run_dir, tmp_path):
     """A hub of its own, with an IdP of its own whose access tokens live 20 s (the hub refreshes
-    them near expiry): a revoked refresh token gives 401 -> log in again (exit code TOKEN);
-    an IdP that is down once the token has expired gives 503 -> retried (IDP_UNREACHABLE)."""
+    them near expiry). alice's running sts-wire: once her refresh token is revoked, the hub
+    answers 401 and a note beside her mounted folder tells her to log in again while the keys
+    still work. bob: an IdP that is down once his token has expired gives 503 -> retried
+    later (IDP_UNREACHABLE)."""
     idp = IdP(pki, run_dir / "idp-hub-short", at_ttl=20).start()
+    s3 = SeaweedFS(idp, run_dir / "seaweedfs-hub-short").start()
     hub = Hub(idp, run_dir / "hub-short", auth={"refresh_margin_seconds": 15}).start()
+    wire = Wire(tmp_path)
     try:
         env = start_server(hub, "alice")
-        src = HubSource(env["JUPYTERHUB_API_URL"], env["JUPYTERHUB_API_TOKEN"], True, user="alice")
-        first = src.fetch()
-        assert first.remaining() > 0
+        spec = write_spec(tmp_path / "spec.yaml", s3, [{"remote": "scratch", "path": f"{wire.root}/scratch"}],
+                          {"source": "hub"}, role_arn=s3.role_arn_for("alice"))
+        wire.start("run", ["--spec", str(spec), "--", "/bin/sleep", "600"], env=env)
+        wire.wait_mounted([wire.root / "scratch"])
+        note = wire.root / "scratch.sts-wire-error.txt"
+        assert not note.exists()
         # the IdP refuses the refresh: the user must log in again
         idp.revoke(hub.user("alice")["auth_state"]["refresh_token"])
-        time.sleep(max(0.0, first.remaining() - 14))     # within the hub's refresh margin
+        text = wait_until(lambda: note.exists() and note.read_text(), 40, "the note beside the folder")
+        assert "cannot renew access to scratch" in text and "log in to the hub again" in text
+        assert "S3 keys stay valid until" in text
+        (wire.root / "scratch" / "still-works.txt").write_text("yes\n")     # the keys still work
+        # status says so too (its state file is written every 2 s)
+        wait_until(lambda: "refused" in (wire.instance()["last_error"] or ""), 10, "the error in status")
+        src = HubSource(env["JUPYTERHUB_API_URL"], env["JUPYTERHUB_API_TOKEN"], True, user="alice")
         with pytest.raises(StsWireError) as e:
             src.fetch()
         assert e.value.code == Exit.TOKEN and "log in" in e.value.hint
+        wire.terminate()
+        assert not note.exists()                                     # notes go with the mounts
         # bob: logged in, then the IdP goes away and his token expires: try again later
         envb = start_server(hub, "bob")
         srcb = HubSource(envb["JUPYTERHUB_API_URL"], envb["JUPYTERHUB_API_TOKEN"], True, user="bob")
@@ -147,7 +165,10 @@ def test_refused_refresh_says_log_in_again_and_unreachable_idp_says_later(pki, r
             srcb.fetch()
         assert e.value.code == Exit.IDP_UNREACHABLE and "HTTP 503" in e.value.message
     finally:
+        wire.cleanup()
         for user in ("alice", "bob"):
-            stop_server(hub, user)
+            with contextlib.suppress(Exception):
+                stop_server(hub, user)
         hub.stop()
+        s3.stop()
         idp.stop()
