@@ -11,5 +11,12 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 PREFIX=${JHUB_CLOUD_PREFIX:-/opt/jhub-cloud}
 case " $* " in *" -h "*|*" --help "*) exec "$PREFIX/venv/bin/python" "$here/scripts/demo.py" "$@";; esac
 echo "[demo] installing what is missing (scripts/setup.sh)"
+# apt-get and pip are quiet for minutes on a fresh machine: say that it is still going.
+( trap 'kill "$nap" 2>/dev/null; exit 0' TERM
+  while :; do sleep 20 & nap=$!; wait "$nap"; echo "[demo] still installing, ${SECONDS} s so far"; done ) &
+ticker=$!
+trap 'kill "$ticker" 2>/dev/null || true' EXIT
 bash "$here/scripts/setup.sh"
+kill "$ticker" 2>/dev/null || true
+trap - EXIT
 exec "$PREFIX/venv/bin/python" "$here/scripts/demo.py" "$@"
