@@ -71,13 +71,13 @@ def doc_commands(path: Path) -> list[str]:
 class Doc:
     """The commands of one doc, run with substitutions, device sign-ins approved as `user`."""
 
-    def __init__(self, name: str, subst: dict[str, str], env: dict, cwd: Path, idp=None, user: str = "alice",
-                 wrap=None):
+    def __init__(self, name: str, subst: dict[str, str], env: dict, cwd: Path, logs: Path, idp=None,
+                 user: str = "alice", wrap=None):
         self.commands = doc_commands(DOCS / name)
         self.ran: set[str] = set()
         self.subst, self.env, self.cwd, self.idp, self.user = subst, env, cwd, idp, user
         self.wrap = wrap or (lambda cmd: ["bash", "-c", cmd])
-        self.logs = cwd / f".{name}.logs"
+        self.logs = logs / f"{name}.logs"
         self.logs.mkdir(exist_ok=True)
 
     def find(self, prefix: str) -> str:
@@ -167,7 +167,7 @@ def test_admin_guide_commands(idp, dockerd, run_dir, tmp_path):
     hub = None
     etc_before = Path("/etc/jhub-cloud").exists()
     env = dict(os.environ, PATH=f"{VENV_BIN}:{PLAIN_PATH}", DOCKER_HOST=dockerd.host, HOME=str(tmp_path))
-    doc = Doc("admin.md", {}, env, REPO, wrap=in_overlay)
+    doc = Doc("admin.md", {}, env, REPO, tmp_path, wrap=in_overlay)
     network = dockerd.client().networks
     for n in network.list(names=["jhub-cloud"]):
         n.remove()
@@ -211,7 +211,7 @@ def test_scientists_guide_commands(idp, seaweedfs, tmp_path):
     token, _ = refresh_token_setup(idp, "alice", tmp_path / "tokens")
     runtime = tmp_path / "runtime"
     env = dict(os.environ, PATH=f"{VENV_BIN}:{PLAIN_PATH}", STS_WIRE_RUNTIME_DIR=str(runtime), HOME=str(tmp_path))
-    doc = Doc("scientists.md", {"/s3": str(root)}, env, tmp_path)
+    doc = Doc("scientists.md", {"/s3": str(root)}, env, tmp_path, tmp_path)
 
     def server(mounts: list[dict]) -> subprocess.Popen:
         import json
@@ -287,7 +287,7 @@ def test_sts_wire_alone_commands(idp, seaweedfs, tmp_path):
     user_pip_conf = Path.home() / ".config" / "pip" / "pip.conf"
     if user_pip_conf.exists() and "PIP_CONFIG_FILE" not in env:
         env["PIP_CONFIG_FILE"] = str(user_pip_conf)
-    doc = Doc("sts-wire-alone.md", subst, env, work, idp=idp, user="alice")
+    doc = Doc("sts-wire-alone.md", subst, env, work, tmp_path, idp=idp, user="alice")
     s3 = seaweedfs.admin_s3()
     mount = None
     try:
