@@ -138,8 +138,7 @@ def main() -> int:
             slurm = Slurm(run / "slurm").start()
             started.append(slurm)
             os.environ.update(slurm.env)
-            cfg = {"partition": slurm.partition, "exec_prefix": "runuser -u {username} --",
-                   "batchspawner_singleuser": str(VENV_BIN / "batchspawner-singleuser"), "server_ip": "127.0.0.1"}
+            cfg = {"partition": slurm.partition, "exec_prefix": "runuser -u {username} --", "server_ip": "127.0.0.1"}
             pairs["slurm"] = hubs_for("slurm", idp, run, cfg, "default", [str(VENV_BIN / "jupyterhub-singleuser")])
         for backend, (cloud, plain) in pairs.items():
             for hub in (cloud, plain):

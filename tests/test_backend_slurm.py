@@ -24,7 +24,7 @@ from jhub_cloud.spawner import slurm_port
 from jhub_cloud.spawner.backends.slurm import SlurmChild
 from jhub_cloud.spawner.builders.slurm import child_settings
 from jhub_cloud.spawner.target import SpawnTarget
-from tests.testbed.paths import VENV_BIN, free_port
+from tests.testbed.paths import free_port
 
 MiB = 1024**2
 SERVE = """#!/usr/bin/env python3
@@ -108,7 +108,6 @@ def serve_cmd(run_dir):
 
 def backend(slurm, **kw) -> dict:
     return {"partition": slurm.partition, "exec_prefix": "runuser -u {username} --",
-            "batchspawner_singleuser": str(VENV_BIN / "batchspawner-singleuser"),
             "server_ip": "127.0.0.1", **kw}
 
 
@@ -348,7 +347,6 @@ def slurm_hub(idp, seaweedfs, slurm_env, run_dir, user_fuse):
               {"bucket": "scratch", "path": f"{root}/scratch", "read_only": True}]
     extra = {
         "backends": {"slurm": {"partition": slurm.partition, "exec_prefix": "runuser -u {username} --",
-                               "batchspawner_singleuser": str(VENV_BIN / "batchspawner-singleuser"),
                                "server_ip": "127.0.0.1", "gpu_models": [slurm.gpu_type]}},
         "groups": {"physics": {"max_servers": 2, "max_cpu": 2, "max_memory": "2G", "max_gpus": 1},
                    "cms": {"max_servers": 1, "max_cpu": 1, "max_memory": "1G", "max_gpus": 0},
@@ -571,3 +569,30 @@ def test_job_slurm_refuses_is_a_clear_error_and_nothing_is_queued(slurm_env, hub
         assert slurm_env.run("squeue", "-h", "-u", "alice").stdout.strip() == ""
 
     asyncio.run(run())
+
+
+def test_queued_job_at_a_hub_restart_ends_itself_not_leaked(slurm_hub, slurm_env):
+    hub, slurm = slurm_hub, slurm_env
+    blocker = slurm.run("sbatch", "--parsable", f"--gres=gpu:{slurm.gpu_count}", "--mem=50M",
+                        "--output=/dev/null", "--wrap", "sleep 300", user="bob").stdout.strip()
+    try:
+        r = hub.spawn("alice", options={"profile": GPU_PROFILE, "gpus": 1})
+        assert r.status_code in (201, 202), r.text
+        deadline = time.monotonic() + 30
+        while not (jobs := slurm.run("squeue", "-h", "-u", "alice", "-o", "%i %T").stdout.split()) \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert jobs[1] == "PENDING", jobs
+        hub.stop(keep_servers=True)
+        hub.start()
+        deadline = time.monotonic() + 60
+        while "" in hub.servers("alice") and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert "" not in hub.servers("alice")
+        # The restarted hub cannot take this start's port report: once the job runs, it ends itself
+        # instead of serving nobody until its time limit.
+        slurm.run("scancel", blocker)
+        assert slurm.wait_job(jobs[0], timeout=60) in ("FAILED", "CANCELLED", "COMPLETED")
+        assert _job_processes(slurm) == []
+    finally:
+        slurm.run("scancel", blocker, check=False)

@@ -128,9 +128,14 @@ def test_exec_prefix_fills_in_the_user():
     assert build(backend={"exec_prefix": "runuser -u {username} --"})["exec_prefix"] == "runuser -u alice --"
 
 
-def test_command_and_wrapper():
-    s = build(backend={"batchspawner_singleuser": "/opt/venv/bin/batchspawner-singleuser"})
+def test_command_and_port_reporter():
+    import sys
+
+    s = build()
     assert s["cmd"] == CMD
+    # Default: jhub-cloud's own reporter, which ends a job the hub does not take, with the hub's Python.
+    assert s["batchspawner_singleuser_cmd"] == f"{sys.executable} -m jhub_cloud.spawner.slurm_singleuser"
+    s = build(backend={"batchspawner_singleuser": "/opt/venv/bin/batchspawner-singleuser"})
     assert s["batchspawner_singleuser_cmd"] == "/opt/venv/bin/batchspawner-singleuser"
 
 
@@ -145,7 +150,10 @@ INJECTIONS = [
     ({"backend": {"account": "a;id"}}, "account"),
     ({"backend": {"exec_prefix": "sudo -u {username}; id"}}, "exec_prefix"),
     ({"backend": {"exec_prefix": "sudo -u $(id)"}}, "exec_prefix"),
-    ({"backend": {"batchspawner_singleuser": "x y"}}, "batchspawner_singleuser"),
+    ({"backend": {"batchspawner_singleuser": "x;y"}}, "batchspawner_singleuser"),
+    ({"backend": {"batchspawner_singleuser": "x\ny"}}, "batchspawner_singleuser"),
+    ({"backend": {"batchspawner_singleuser": "python -c 'import os'"}}, "batchspawner_singleuser"),
+    ({"backend": {"batchspawner_singleuser": "  "}}, "batchspawner_singleuser"),
     ({"backend": {"server_ip": "0.0.0.0\n"}}, "server_ip"),
     ({"resources": res(gpus=1, gpu_model="a100\n#SBATCH --x")}, "GPU model"),
     ({"resources": res(gpus=1, gpu_model="a100 --uid=0")}, "GPU model"),

@@ -78,7 +78,8 @@ class SlurmChild(SlurmSpawner):
         return out
 
     def cmd_formatted_for_batch(self):
-        return shlex.join([self.batchspawner_singleuser_cmd, *self.cmd, *self.get_args()])
+        # The wrapper may be several words (python -m ...), each checked by the builder.
+        return shlex.join([*self.batchspawner_singleuser_cmd.split(), *self.cmd, *self.get_args()])
 
     async def _get_batch_script(self, **_merged):
         # batchspawner passes req_* merged with user_options: rebuild from checked values only.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Mapping
 
 from ...policy.types import Resources
@@ -19,6 +20,7 @@ from ..target import SpawnTarget
 NAME = re.compile(r"^[A-Za-z0-9_.-]+$")           # partition, account, GPU model
 TIME = re.compile(r"^([0-9]+-)?[0-9]{1,2}:[0-5][0-9]:[0-5][0-9]$")
 PATH = re.compile(r"^[A-Za-z0-9_./-]+$")
+COMMAND = re.compile(r"^[A-Za-z0-9_./ -]+$")
 USER = re.compile(r"^[a-z_][a-z0-9_.-]*[$]?$")     # a POSIX account name: jobs run as that account
 PREFIX = re.compile(r"^[A-Za-z0-9_./= -]*(\{username\}[A-Za-z0-9_./= -]*)*$")
 IP = re.compile(r"^[0-9.]+$|^[0-9a-fA-F:]+$")
@@ -50,7 +52,7 @@ DEFAULTS = {
     "partition": None,
     "account": None,
     "exec_prefix": "sudo -E -u {username}",
-    "batchspawner_singleuser": "batchspawner-singleuser",
+    "batchspawner_singleuser": None,
     "server_ip": "0.0.0.0",  # noqa: S104 (the schema default: servers on compute nodes)
 }
 
@@ -101,6 +103,22 @@ def exec_prefix(template: str, username: str) -> str:
     return template.replace("{username}", username)
 
 
+def port_reporter(command: str | None, python: str = sys.executable) -> str:
+    """The job's wrapper command (words joined by spaces): ours with the hub's Python by default."""
+    if command:  # words separated by plain spaces only: a newline would start a new command
+        _check(COMMAND, command, "backends.slurm.batchspawner_singleuser",
+               "use letters, digits, spaces, '_', '.', '/', '-'")
+    words = command.split(" ") if command else [python, "-m", "jhub_cloud.spawner.slurm_singleuser"]
+    words = [w for w in words if w]
+    if not words:
+        raise SlurmSettingsError("backends.slurm.batchspawner_singleuser is empty: leave it out (null) "
+                                 "for the default")
+    for word in words:
+        _check(PATH, word, "backends.slurm.batchspawner_singleuser word",
+               "use letters, digits, '_', '.', '/', '-'")
+    return " ".join(words)
+
+
 def child_settings(resources: Resources, target: SpawnTarget, backend: Mapping,
                    cmd: list[str], env: Mapping[str, str]) -> dict:
     """Trait name -> value for jhub_cloud.spawner.backends.slurm.SlurmChild."""
@@ -129,9 +147,7 @@ def child_settings(resources: Resources, target: SpawnTarget, backend: Mapping,
         "req_options": "", "req_prologue": "", "req_epilogue": "", "req_qos": "",
         "req_reservation": "", "req_cluster": "", "req_queue": "", "req_host": "",
         "exec_prefix": exec_prefix(cfg["exec_prefix"], target.username),
-        "batchspawner_singleuser_cmd": _check(
-            PATH, cfg["batchspawner_singleuser"], "backends.slurm.batchspawner_singleuser",
-            "write a path of letters, digits, '_', '.', '/', '-'"),
+        "batchspawner_singleuser_cmd": port_reporter(cfg["batchspawner_singleuser"]),
         "cmd": list(cmd),
         "environment": {**resources.environment, **env},
         # sbatch runs with the server's environment, and --export passes exactly that on.
