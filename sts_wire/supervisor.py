@@ -12,7 +12,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import errno
-import http.client
 import logging
 import os
 import shutil
@@ -23,21 +22,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import mounts as fs
+from . import notes
 from . import rclone as rc
 from .credentials import Credentials
 from .errors import Exit, StsWireError
-from .mountstate import Mount, rc_call
+from .mountstate import Mount
 from .process import die_with_parent
 from .runtime import Runtime, write_private
 from .schedule import backoff, iso, retry_delay
 from .spec import Spec, mount_id
 from .sts import probe_bucket, s3_client
 from .tokens import TokenSource
+from .uploads import wait_for_uploads
 
 log = logging.getLogger("sts_wire")
 
-FLUSH_MAX_UNANSWERED = 5     # vfs/stats calls in a row without an answer before a mount is given up on
-FLUSH_SETTLE = 0.5           # seconds "no upload pending" must hold before unmounting
 
 
 # --- all mounts --------------------------------------------------------------------------------
@@ -252,42 +251,18 @@ class Supervisor:
         self._write_note(m, delay)
 
     def _write_note(self, m: Mount, retry_in: float) -> None:
-        err = m.last_error
-        text = (f"sts-wire could not mount {m.spec.remote} on {m.path}\n"
-                f"time: {iso(time.time())}\n"
-                f"reason: {err.message}\n"
-                + (f"what to do: {err.hint}\n" if err and err.hint else "")
-                + f"sts-wire tries again in about {int(retry_in)} s; this note goes away once it works.\n"
-                f"details: sts-wire status; logs in {self.runtime.log_dir}\n")
-        self._put_note(m, text)
+        notes.put(m, notes.failure_text(m, retry_in, self.runtime.log_dir))
 
     def _renewal_note(self, err: StsWireError) -> None:
         """The token can no longer be renewed (the user must log in again): say so beside every
         mounted folder while the keys still work, so that the user learns it before files fail."""
-        keys = self.creds.keys
-        left = f"the S3 keys stay valid until {iso(keys.expires_at)}; after that" if keys else "until then"
         for m in self.mounts:
-            if m.state != "ready":
-                continue
-            self._put_note(m, f"sts-wire cannot renew access to {m.spec.remote} (mounted on {m.path})\n"
-                              f"time: {iso(time.time())}\n"
-                              f"reason: {err.message}\n"
-                              + (f"what to do: {err.hint}\n" if err.hint else "")
-                              + f"{left} files in this folder cannot be read or written.\n"
-                              "this note goes away once a renewal works again.\n")
-            m.renewal_note = True
-
-    def _put_note(self, m: Mount, text: str) -> None:
-        try:
-            tmp = m.note_file.with_name("." + m.note_file.name + ".tmp")
-            tmp.write_text(text)
-            os.replace(tmp, m.note_file)
-        except OSError as e:
-            log.debug("cannot write note %s: %s", m.note_file, e)
+            if m.state == "ready":
+                notes.put(m, notes.renewal_text(m, err, self.creds.keys))
+                m.renewal_note = True
 
     def _clear_note(self, m: Mount) -> None:
-        with contextlib.suppress(OSError):
-            m.note_file.unlink()
+        notes.clear(m)
 
     # ---- running ----
     def tick(self, now: float | None = None) -> None:
@@ -384,59 +359,8 @@ class Supervisor:
 
     # ---- stop ----
     def flush(self, timeout: float | None = None) -> None:
-        """Wait until rclone has uploaded what was written (vfs/stats), with progress messages.
-        A mount whose rclone does not answer (a busy machine) is asked again, not taken as done:
-        only after several failures in a row is it given up on."""
-        timeout = self.flush_timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        last_note = 0.0
-        unanswered: dict[str, int] = {}
-        # A file closed just before (CMD wrote it and ended) reaches rclone's upload queue only
-        # when the kernel's asynchronous FUSE release is handled: "nothing pending" counts once
-        # it has held for FLUSH_SETTLE seconds.
-        quiet_since: float | None = None
-        while True:
-            pending: dict[str, int | str] = {}
-            asked = False
-            for m in self.mounts:
-                if m.state != "ready" or not m.proc or m.proc.poll() is not None or m.spec.read_only:
-                    continue
-                if unanswered.get(m.path, 0) >= FLUSH_MAX_UNANSWERED:
-                    continue
-                try:
-                    st = rc_call(m.rc_socket, "vfs/stats", timeout=3).get("diskCache") or {}
-                except (OSError, ValueError, http.client.HTTPException) as e:
-                    unanswered[m.path] = unanswered.get(m.path, 0) + 1
-                    if unanswered[m.path] >= FLUSH_MAX_UNANSWERED:
-                        log.warning("%s: rclone does not say whether uploads are pending (%s); unmounting "
-                                    "anyway (pending files stay in its cache folder)", m.path, type(e).__name__)
-                    else:
-                        pending[m.path] = "?"
-                    continue
-                unanswered.pop(m.path, None)
-                asked = True
-                n = int(st.get("uploadsInProgress", 0)) + int(st.get("uploadsQueued", 0))
-                if n:
-                    pending[m.path] = n
-            if not pending and not asked:
-                return
-            if not pending:
-                now = time.monotonic()
-                quiet_since = now if quiet_since is None else quiet_since
-                if now - quiet_since >= FLUSH_SETTLE or now > deadline:
-                    return
-                time.sleep(0.1)
-                continue
-            quiet_since = None
-            if time.monotonic() > deadline:
-                log.warning("giving up waiting for uploads after %.0f s: %s (they stay in the cache "
-                            "folder and are uploaded at the next start)", timeout, pending)
-                return
-            if time.monotonic() - last_note > 2:
-                self.progress("waiting for uploads to finish: "
-                              + ", ".join(f"{p} ({n} file{'s' if n != 1 else ''})" for p, n in pending.items()))
-                last_note = time.monotonic()
-            time.sleep(0.2)
+        """Wait until rclone has uploaded what was written (see sts_wire.uploads)."""
+        wait_for_uploads(self.mounts, self.flush_timeout if timeout is None else timeout, self.progress)
 
     def stop(self, flush: bool = True) -> None:
         """Flush uploads, unmount (lazily when busy), end every rclone. Leaves nothing behind."""
