@@ -150,7 +150,8 @@ class StsWireReportHandler(APIHandler):
             raise HTTPError(400, f"Bad sts-wire report: {e}") from None
         user = self.find_user(user_name)
         spawner = user.spawners.get(report["server"]) if user is not None else None
-        if spawner is None or not spawner.active:
+        # Only while ready: a report in flight when a stop begins must not bring the series back.
+        if spawner is None or not spawner.ready:
             raise HTTPError(404, f"{user_name} has no running server {report['server']!r}")
         record_report(user_name, report)
         self.set_status(204)

@@ -4,6 +4,7 @@ server's sts-wire reports its mounts and renewals, which appear per server and e
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import stat
@@ -52,7 +53,12 @@ def hub(idp, seaweedfs, run_dir):
     token_file.write_text("scrape-" + os.urandom(16).hex())
     token_file.chmod(0o600)
     mounts = [{"bucket": "{username}", "path": f"{root}/{{username}}"}]
-    extra = {**spawner_profiles(mounts),
+    profiles = spawner_profiles(mounts)
+    # A profile whose server cannot start: Python finds no standard library.
+    broken = copy.deepcopy(profiles["profiles"][0])
+    broken.update(name="broken-cpu", display_name="Broken", mounts=[], environment={"PYTHONHOME": "/nonexistent"})
+    profiles["profiles"].append(broken)
+    extra = {**profiles,
              "metrics": {"scrape_token": {"file": str(token_file)}, "sts_wire_report_seconds": REPORT_SECONDS},
              "storage": {"s3_endpoint": seaweedfs.endpoint, "provider": "SeaweedFS",
                          "role_arn": seaweedfs.role_arn, "region": seaweedfs.region,
@@ -163,3 +169,18 @@ def test_spawns_are_counted_per_profile_and_backend_and_storage_per_server(hub):
     hub.stop_server("alice")
     time.sleep(2)  # a report in flight when the server stopped is refused (404), not recorded
     assert not [k for k in scrape(hub) if k[0].startswith("jhub_cloud_sts_wire") and ("user", "alice") in k[1]]
+
+
+def test_a_server_that_cannot_start_counts_as_failed(hub):
+    before = scrape(hub)
+    r = hub.spawn("alice", options={"profile": "broken-cpu", "cpu": 1, "memory": "1G"})
+    # Failed within the request (500), or later while the hub waited for it (202).
+    assert r.status_code in (202, 500), r.text
+    deadline = time.monotonic() + 120
+    while "" in hub.servers("alice") and time.monotonic() < deadline:
+        time.sleep(1)
+    assert "" not in hub.servers("alice"), hub.log_tail()
+    after = scrape(hub)
+    name, labels = "jhub_cloud_spawns_total", {"profile": "broken-cpu", "backend": "local"}
+    assert value(after, name, outcome="failed", **labels) == value(before, name, outcome="failed", **labels) + 1
+    assert value(after, name, outcome="started", **labels) == value(before, name, outcome="started", **labels)
