@@ -184,3 +184,31 @@ def test_a_server_that_cannot_start_counts_as_failed(hub):
     name, labels = "jhub_cloud_spawns_total", {"profile": "broken-cpu", "backend": "local"}
     assert value(after, name, outcome="failed", **labels) == value(before, name, outcome="failed", **labels) + 1
     assert value(after, name, outcome="started", **labels) == value(before, name, outcome="started", **labels)
+
+
+def test_the_scrape_token_service_reads_metrics_only_and_public_drops_the_token():
+    import yaml
+    from traitlets.config import Config as TraitletsConfig
+
+    from jhub_cloud.config import from_dict
+    from jhub_cloud.operations import PROMETHEUS_SERVICE, REPORT_ENV, apply_operations
+
+    site = yaml.safe_load((Path(__file__).parents[1] / "config" / "examples" / "local.yaml").read_text())
+    c = TraitletsConfig()
+    given = []
+    apply_operations(c, from_dict({**site, "metrics": {"scrape_token": {"env": "PROM_TOKEN"}}}),
+                     lambda ref, where: given.append((ref, where)) or "the-token")
+    assert given == [({"env": "PROM_TOKEN"}, "metrics.scrape_token")]
+    (svc,) = [s for s in c.JupyterHub.services if s["name"] == PROMETHEUS_SERVICE]
+    assert svc == {"name": PROMETHEUS_SERVICE, "api_token": "the-token"}
+    (role,) = [r for r in c.JupyterHub.load_roles if r.get("services") == [PROMETHEUS_SERVICE]]
+    assert role["scopes"] == ["read:metrics"]
+    assert c.JupyterHub.authenticate_prometheus is True
+    # Servers are told how often to report (merged into whatever environment the site sets).
+    assert c.Spawner.environment.get_value({"SITE": "x"}) == {"SITE": "x", REPORT_ENV: "30"}
+
+    c = TraitletsConfig()
+    apply_operations(c, from_dict({**site, "metrics": {"public": True, "sts_wire_report_seconds": 0}}),
+                     lambda ref, where: "unused")
+    assert c.JupyterHub.authenticate_prometheus is False
+    assert not [s for s in c.JupyterHub.services if s["name"] == PROMETHEUS_SERVICE]
