@@ -33,6 +33,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 CA_DIR = Path("/usr/local/share/ca-certificates")
+STS_WIRE_DIST = REPO / "sts_wire"
 IMAGES = ("lab", "lab-gpu", "hub")
 DEFAULT_TAGS = {"lab": "jhub-cloud/lab:latest", "lab-gpu": "jhub-cloud/lab-gpu:latest",
                 "hub": "jhub-cloud/hub:latest"}
@@ -61,23 +62,11 @@ def hub_jupyterhub_version() -> str:
                          "run this script with the hub's Python or pass --jupyterhub-version") from None
 
 
-def _declares(folder: Path, name: str) -> bool:
-    for f in ("pyproject.toml", "setup.cfg"):
-        p = folder / f
-        if p.is_file():
-            text = p.read_text()
-            if f'name = "{name}"' in text or f"name = {name}\n" in text or f"name = '{name}'" in text:
-                return True
-    return False
-
-
 def stage_sts_wire(dest: Path) -> None:
-    """The sts-wire distribution (its own pyproject, package sts_wire) into ``dest``."""
-    for cand in (REPO / "sts_wire", REPO / "sts-wire", REPO / "dist" / "sts-wire", REPO / "packages" / "sts-wire"):
-        if cand.is_dir() and _declares(cand, "sts-wire"):
-            shutil.copytree(cand, dest, ignore=IGNORE)
-            return
-    raise BuildError(f"no sts-wire distribution (a pyproject.toml or setup.cfg naming sts-wire) in {REPO}")
+    """The sts-wire distribution (the folder sts_wire/ with its own pyproject.toml) into ``dest``."""
+    if not (STS_WIRE_DIST / "pyproject.toml").is_file():
+        raise BuildError(f"{STS_WIRE_DIST}/pyproject.toml is missing: the sts-wire distribution is built from there")
+    shutil.copytree(STS_WIRE_DIST, dest, ignore=IGNORE)
 
 
 def stage_jhub_cloud(dest: Path) -> None:
