@@ -33,8 +33,6 @@ NEEDS_A_SITE = {
         "global npm install; scripts/setup.sh installs the same version under /opt/jhub-cloud/node",
     "JHUB_CLOUD_CONFIG=/etc/jhub-cloud/jhub-cloud.yaml jupyterhub -f config/jupyterhub_config.py":
         "needs the site's identity provider; tests/test_examples.py starts this configuration with the test IdP",
-    "sinfo -o '%P %G %l'":
-        "lists the site's cluster; the test cluster's partition and GPU GRES are used by tests/test_backend_slurm.py",
     "kubectl auth can-i create pods --as=system:serviceaccount:jhub:hub -n jhub":
         "needs a Kubernetes cluster (none here); pods are checked against the official schemas in test_kube_*",
     "nvidia-smi -L":
@@ -153,7 +151,7 @@ def test_a_heredoc_and_continuations_are_one_command(tmp_path):
 
 
 # --- docs/admin.md -----------------------------------------------------------------------------
-def test_admin_guide_commands(idp, dockerd, run_dir, tmp_path):
+def test_admin_guide_commands(idp, dockerd, slurm, run_dir, tmp_path):
     # /etc inside a private mount namespace is an overlay whose changes land in tmp_path/etc: the
     # commands write /etc/jhub-cloud exactly as written, and the machine's /etc is untouched.
     upper, work = tmp_path / "etc", tmp_path / "etc-work"
@@ -185,6 +183,10 @@ def test_admin_guide_commands(idp, dockerd, run_dir, tmp_path):
         assert "crw-rw-rw-" in doc.run("ls -l /dev/fuse")
         doc.run("docker network create jhub-cloud")
         assert network.list(names=["jhub-cloud"])
+        doc.env = {**env, **slurm.env}  # the test cluster: its partition with its GPU GRES
+        out = doc.run("sinfo -o")
+        assert f"{slurm.partition}" in out and f"gpu:{slurm.gpu_type}:{slurm.gpu_count}" in out, out
+        doc.env = env
 
         # Metrics with the token just made, from a hub that was given it.
         token_file = upper / "jhub-cloud" / "metrics-token"
