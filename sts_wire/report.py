@@ -75,7 +75,9 @@ class Reporter:
         except StsWireError as e:
             log.warning("storage report to the hub failed: %s", e.message)
             return False
-        if r.status_code >= 400:
+        if r.status_code == 404:  # the hub does not count the server as ready (yet, or any more)
+            log.debug("the hub did not take the storage report: the server is not ready")
+        elif r.status_code >= 400:
             log.warning("the hub refused the storage report (HTTP %d)", r.status_code)
         return r.status_code < 400
 
