@@ -178,6 +178,9 @@ def test_alice_starts_a_server_and_saves_a_notebook_into_her_bucket(demo, chromi
         page.wait_for_selector(f"{items} >> text=scratch", timeout=60000)
         names = page.eval_on_selector_all(items, "els => els.map(e => e.textContent.trim())")
         assert {"alice", "scratch"} <= set(names), names
+        with contextlib.suppress(Exception):   # JupyterLab's "notify me of news?" toast, if it comes
+            page.click(".Toastify__toast button:text-is('No')", timeout=5000)
+            page.wait_for_selector(".Toastify__toast", state="detached", timeout=5000)
         page.screenshot(path=str(SHOTS / "jupyterlab.png"))
 
         # Into her bucket; a new notebook there from a launcher that opens in that folder.
