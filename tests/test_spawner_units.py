@@ -131,8 +131,9 @@ def test_registry_refuses_a_backend_whose_module_is_missing(monkeypatch):
 
 def test_resources_survive_the_json_state_round_trip():
     r = Resources(backend="slurm", image="lab", cpu=2.0, memory_bytes=4 * 2**30, gpus=1, gpu_model="a100",
-                  time_limit="08:00:00", mounts=(Mount("{username}", "/s3/{username}", False),),
-                  environment={"A": "b"})
+                  time_limit="08:00:00", mounts=(Mount("{username}", "/s3/{username}", False),
+                                                  Mount("cms", "/s3/cms", True, group="cms")),
+                  environment={"A": "b"}, backend_options={"node_selector": {"zone": "a"}})
     import json
 
     back = resources_from_json(json.loads(json.dumps(resources_to_json(r))))

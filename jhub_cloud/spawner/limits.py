@@ -9,6 +9,7 @@ one's reservation.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import defaultdict
 
 from ..config.model import Mount
@@ -26,6 +27,7 @@ def resources_to_json(r: Resources) -> dict:
         "backend": r.backend, "image": r.image, "cpu": r.cpu, "memory_bytes": r.memory_bytes,
         "gpus": r.gpus, "gpu_model": r.gpu_model, "time_limit": r.time_limit,
         "mounts": [m.to_dict() for m in r.mounts], "environment": dict(r.environment),
+        "backend_options": json.loads(json.dumps(r.backend_options)),
     }
 
 
@@ -33,8 +35,10 @@ def resources_from_json(d: dict) -> Resources:
     return Resources(
         backend=d["backend"], image=d["image"], cpu=d["cpu"], memory_bytes=d["memory_bytes"],
         gpus=d.get("gpus", 0), gpu_model=d.get("gpu_model"), time_limit=d.get("time_limit"),
-        mounts=tuple(Mount(m["bucket"], m["path"], m.get("read_only", False)) for m in d.get("mounts", ())),
+        mounts=tuple(Mount(m["bucket"], m["path"], m.get("read_only", False), m.get("group"))
+                     for m in d.get("mounts", ())),
         environment=dict(d.get("environment", {})),
+        backend_options=dict(d.get("backend_options", {})),
     )
 
 
