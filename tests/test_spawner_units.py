@@ -38,6 +38,9 @@ def test_page_shows_each_offer_with_its_limits_and_escapes_text(cfg):
     assert page.count('type="radio"') == len(offers)
     assert page.count(" checked>") == 1 and f"value=\"{offers[0].name}\" checked" in page  # preselected
     assert "All your servers together" in page
+    with_storage = next(o for o in offers if o.mounts)
+    page = form.render([with_storage], None, 0, username="alice")
+    assert "/s3/alice (read-write)" in page and "{username}" not in page
 
 
 def test_page_preselects_the_last_answer(cfg):

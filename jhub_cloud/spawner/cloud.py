@@ -111,7 +111,7 @@ class CloudSpawner(Spawner):
         groups = self._groups()
         offers = allowed_profiles(self.cfg, groups)
         return form.render(offers, user_limits(self.cfg, groups), len(self._running()),
-                           self.user_options)
+                           self.user_options, username=self.user.name)
 
     def options_from_form(self, formdata):
         try:

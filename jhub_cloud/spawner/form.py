@@ -124,8 +124,8 @@ def options_from_query(query: Mapping[str, list]) -> dict:
 
 
 def render(offers: list[ProfileOffer], totals: Limits | None, running: int,
-           selected: Mapping | None = None) -> str:
-    """The HTML placed inside the hub's spawn page form."""
+           selected: Mapping | None = None, username: str = "") -> str:
+    """The HTML placed inside the hub's spawn page form; mount paths shown as `username` gets them."""
     selected = dict(selected or {})
     first = selected.get("profile") if selected.get("profile") in {o.name for o in offers} else None
     first = first or (offers[0].name if offers else None)
@@ -154,7 +154,8 @@ def render(offers: list[ProfileOffer], totals: Limits | None, running: int,
             "checked": offer.name == first,
             "choices": choices,
             "limits": _profile_limits(offer),
-            "mounts": [f"{m.path} ({'read-only' if m.read_only else 'read-write'})" for m in offer.mounts],
+            "mounts": [f"{m.expand(username).path} ({'read-only' if m.read_only else 'read-write'})"
+                       for m in offer.mounts],
         })
     return _templates.get_template("spawn_form.html").render(
         profiles=profiles, totals=_totals(totals, running), sep=SEP
