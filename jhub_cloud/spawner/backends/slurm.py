@@ -9,7 +9,9 @@
   once, not at start_timeout;
 - progress shows the job's state and Slurm's reason while it waits, then the node;
 - ip and port are kept in the state, and get_url answers from them after a hub restart;
-- the port comes through jhub_cloud.spawner.slurm_port (an int from the job's own token only).
+- the port comes through jhub_cloud.spawner.slurm_port (an int from the job's own token only);
+- with `login_host` (a hub outside the cluster), every command runs on the login node over SSH
+  and the server is reached directly or through a tunnel: jhub_cloud.spawner.ssh.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import shlex
 from batchspawner import JobStatus, SlurmSpawner
 from batchspawner.batchspawner import format_template
 from jupyterhub.utils import url_path_join
-from traitlets import Unicode
+from traitlets import Dict, Unicode
 
 from .. import slurm_port
 from ..builders.slurm import NAME, PATH, TIME
@@ -60,7 +62,32 @@ class SlurmChild(SlurmSpawner):
     batch_query_cmd = Unicode("squeue -h -j {job_id} -o '%T %B %r'").tag(config=True)
     state_exechost_re = Unicode(r"^\S+\s+(\S+)").tag(config=True)
 
+    login_host = Dict(
+        help="backends.slurm.login_host (validated): run sbatch, squeue and scancel on this login "
+             "node over SSH as the user (jhub_cloud.spawner.ssh). Empty: on the hub's machine.",
+    ).tag(config=True)
+
     _query_error = Unicode("")
+    _login = None
+    _tunnel_state: dict | None = None
+
+    @property
+    def login(self):
+        """The login node (jhub_cloud.spawner.ssh.login.LoginNode), or None: the hub submits."""
+        if not self.login_host:
+            return None
+        if self._login is None:
+            from ..ssh.login import LoginNode
+            from ..ssh.settings import login_host
+
+            settings = login_host(self.login_host)
+            self._login = LoginNode(settings, settings.account(self.user.name), self._log_name)
+        return self._login
+
+    async def run_command(self, cmd, input=None, env=None):
+        if self.login is not None:
+            return await self.login.run(super().run_command, cmd, input=input, env=env)
+        return await super().run_command(cmd, input=input, env=env)
 
     # --- the job script ---------------------------------------------------------------------
     def template_vars(self) -> dict:
@@ -88,12 +115,15 @@ class SlurmChild(SlurmSpawner):
 
     def _command(self, template: str, **extra) -> str:
         subvars = {**self.get_req_subvars(), **extra}
-        return " ".join((format_template(self.exec_prefix, **subvars),
-                         format_template(template, **subvars)))
+        command = format_template(template, **subvars)
+        if self.login is not None:  # one argument for ssh, parsed by the login node's shell
+            command = shlex.quote(command)
+        return " ".join((format_template(self.exec_prefix, **subvars), command))
 
     async def submit_batch_script(self):
         try:
-            pwd.getpwnam(self.user.name)
+            if self.login is None:  # over SSH the account is the cluster's, not the hub's
+                pwd.getpwnam(self.user.name)
         except KeyError:
             raise RuntimeError(f"{self.user.name} has no account on the hub's machine: Slurm jobs run as "
                                "the user's own account, which the site must create first") from None
@@ -150,11 +180,14 @@ class SlurmChild(SlurmSpawner):
 
     async def poll(self):
         status = await self.query_job_status()
+        if status == JobStatus.RUNNING and self._tunnel_state and self.login is not None:
+            await self._reopen_tunnel()  # the first poll after a hub restart
         if status in (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.UNKNOWN):
             return None
         if self.job_id:
             self.log.warning("Slurm job %s of %s has ended (%s)", self.job_id, self._log_name,
                              self.job_status or "no longer listed")
+        await self._close_tunnel()
         self.clear_state()
         return 1
 
@@ -190,13 +223,32 @@ class SlurmChild(SlurmSpawner):
             await asyncio.sleep(self.startup_poll_interval)
             if self.port == 0 and await self.query_job_status() == JobStatus.NOTFOUND:
                 raise self._ended("before its server reported a port")
+        if self.login is not None:  # directly, or through a tunnel via the login node
+            self.ip, self.port = await self.login.reach(self.ip, self.port)
         self.log.info("Slurm job %s: server at %s:%s", self.job_id, self.ip, self.port)
         return self.ip, self.port
 
     async def stop(self, now=False):
-        if not self.job_id:
-            return
-        await super().stop(now=now)
+        try:
+            if self.job_id:
+                await super().stop(now=now)
+        finally:
+            await self._close_tunnel()
+
+    async def _close_tunnel(self) -> None:
+        if self._login is not None:
+            await self._login.close()
+        self._tunnel_state = None
+
+    async def _reopen_tunnel(self) -> None:
+        from ..ssh.login import end_old_tunnel
+
+        saved, self._tunnel_state = self._tunnel_state, None
+        login = self.login
+        if login.tunnel_pid is None:
+            end_old_tunnel(saved.get("pid"), saved["port"])
+            login.remote, login.tunnel_port = (saved["host"], saved["remote_port"]), saved["port"]
+            await login.open_tunnel()
 
     async def progress(self):
         shown = None
@@ -229,6 +281,12 @@ class SlurmChild(SlurmSpawner):
         if self.job_id and self.port:
             state["ip"] = self.ip
             state["port"] = self.port
+            login = self._login
+            if login is not None and login.tunnel_port and login.remote:
+                state["tunnel"] = {"host": login.remote[0], "remote_port": login.remote[1],
+                                   "port": login.tunnel_port, "pid": login.tunnel_pid}
+            elif self._tunnel_state:
+                state["tunnel"] = self._tunnel_state
         return state
 
     def load_state(self, state):
@@ -236,6 +294,7 @@ class SlurmChild(SlurmSpawner):
         if state.get("port"):
             self.ip = state.get("ip", self.ip)
             self.port = int(state["port"])
+        self._tunnel_state = dict(state["tunnel"]) if state.get("tunnel") else None
 
     async def get_url(self):
         if self.job_id and self.port and self.server:

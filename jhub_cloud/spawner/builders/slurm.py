@@ -14,6 +14,7 @@ import sys
 from collections.abc import Mapping
 
 from ...policy.types import Resources
+from ..ssh import settings as ssh_settings
 from ..target import SpawnTarget
 
 # Every value the template receives is checked against one of these.
@@ -54,6 +55,7 @@ DEFAULTS = {
     "exec_prefix": "sudo -E -u {username}",
     "batchspawner_singleuser": None,
     "server_ip": "0.0.0.0",  # noqa: S104 (the schema default: servers on compute nodes)
+    "login_host": None,
 }
 
 
@@ -133,7 +135,7 @@ def child_settings(resources: Resources, target: SpawnTarget, backend: Mapping,
     if runtime:
         _check(TIME, runtime, "time limit", 'write it as "HH:MM:SS" or "D-HH:MM:SS"')
     server_ip = _check(IP, cfg["server_ip"], "backends.slurm.server_ip", "write an IP address")
-    return {
+    settings = {
         "batch_script": JOB_SCRIPT,
         "req_job_name": JOB_NAME_PREFIX + target.safe_server,
         "req_partition": partition,
@@ -146,7 +148,7 @@ def child_settings(resources: Resources, target: SpawnTarget, backend: Mapping,
         # Unused by JOB_SCRIPT; emptied so that nothing from elsewhere in the config slips in.
         "req_options": "", "req_prologue": "", "req_epilogue": "", "req_qos": "",
         "req_reservation": "", "req_cluster": "", "req_queue": "", "req_host": "",
-        "exec_prefix": exec_prefix(cfg["exec_prefix"], target.username),
+        "exec_prefix": "" if cfg["login_host"] else exec_prefix(cfg["exec_prefix"], target.username),
         "batchspawner_singleuser_cmd": port_reporter(cfg["batchspawner_singleuser"]),
         "cmd": list(cmd),
         "environment": {**resources.environment, **env},
@@ -155,3 +157,13 @@ def child_settings(resources: Resources, target: SpawnTarget, backend: Mapping,
         "listen_ip": server_ip,
         "user_options": {},
     }
+    try:
+        login = ssh_settings.login_host(cfg["login_host"])
+        if login is not None:
+            # Every command goes to the login node as the user's cluster account (ssh/).
+            account = login.account(target.username)
+            settings.update(exec_prefix=ssh_settings.EXEC_PREFIX, login_host=dict(cfg["login_host"]),
+                            hub_connect_url=login.hub_connect_url, req_homedir=login.home_of(account))
+    except ssh_settings.LoginSettingsError as e:
+        raise SlurmSettingsError(str(e)) from None
+    return settings
