@@ -12,7 +12,7 @@ step() { printf '[setup %4ds] %s\n' "$((SECONDS - t0))" "$*"; }
 
 APT_PACKAGES=(
   fuse3 sudo openssl curl ca-certificates uuid-runtime bc procps psmisc
-  slurmctld slurmd slurm-client munge
+  slurmctld slurmd slurm-client munge openssh-server
   ceph-mon ceph-osd radosgw ceph-common
   docker.io debootstrap
   chromium chromium-driver libnss3-tools

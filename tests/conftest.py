@@ -3,6 +3,7 @@
 pytest_plugins = [
     "tests.testbed.fixtures",
     "tests.testbed.slurm",
+    "tests.testbed.sshd",
     "tests.testbed.docker",
     "tests.testbed.images",
     "tests.testbed.proxy",

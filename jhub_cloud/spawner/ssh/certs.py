@@ -63,7 +63,9 @@ async def sign(folder: Path, ca_key: str, principal: str, lifetime: int, *, forw
                "-n", principal, "-V", f"{start:#x}:{start + SKEW + lifetime:#x}",
                *options, str(key) + ".pub")
     os.unlink(str(key) + ".pub")  # the public key is inside the certificate
-    return folder / "id-cert.pub"
+    cert = folder / "id-cert.pub"
+    cert.chmod(0o600)  # ssh-keygen writes it 0644: not a secret alone, but it is no one else's
+    return cert
 
 
 @asynccontextmanager

@@ -73,8 +73,10 @@ def login_host(section: Mapping | None) -> LoginHost | None:
     need(isinstance(host, str) and bool(HOST.fullmatch(host)), "host", "write a host name or an IP address")
     port = section.get("port", 22)
     need(type(port) is int and 1 <= port <= 65535, "port", "write a port number from 1 to 65535")
-    key = " ".join(str(section.get("host_key") or "").split()[:2])
-    need(bool(HOST_KEY.fullmatch(key)), "host_key", "paste the login node's ssh_host_ed25519_key.pub line")
+    raw = str(section.get("host_key") or "").strip()
+    key = " ".join(raw.split(" ")[:2])  # type and key; the comment is dropped
+    need(bool(HOST_KEY.fullmatch(key)) and not any(c in raw for c in "\r\n\0"), "host_key",
+         "paste the one line of the login node's ssh_host_ed25519_key.pub")
     ca = section.get("ca_key") or {}
     need(isinstance(ca, Mapping) and set(ca) == {"file"} and str(ca["file"]).startswith("/"),
          "ca_key", "write {file: /path/to/ssh-ca} (the CA's private key, mode 600)")
