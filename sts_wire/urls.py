@@ -1,25 +1,17 @@
-"""Which URLs may carry a token or keys: https, or plain http on loopback only. Pure."""
+"""Which URLs may carry a token or keys: https, or plain http on loopback only (the shared
+core's loopback test), or to a host the site lists in ``allow_plain_http``. Pure."""
 
 from __future__ import annotations
 
-import ipaddress
 import urllib.parse
 from collections.abc import Iterable
 
+from .core.oidc import is_loopback
 from .errors import Exit, StsWireError
 
 
 def host_of(url: str) -> str:
     return (urllib.parse.urlsplit(url).hostname or "").lower()
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def insecure_problem(url: str, what: str, allowed_http_hosts: Iterable[str] = ()) -> str | None:
