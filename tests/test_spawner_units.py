@@ -7,6 +7,7 @@ import contextlib
 import os
 import subprocess
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 
@@ -136,7 +137,8 @@ def test_resources_survive_the_json_state_round_trip():
     r = Resources(backend="slurm", image="lab", cpu=2.0, memory_bytes=4 * 2**30, gpus=1, gpu_model="a100",
                   time_limit="08:00:00", mounts=(Mount("{username}", "/s3/{username}", False),
                                                   Mount("cms", "/s3/cms", True, group="cms")),
-                  environment={"A": "b"}, backend_options={"node_selector": {"zone": "a"}})
+                  environment={"A": "b"},
+                  backend_options=MappingProxyType({"node_selector": MappingProxyType({"zone": "a"})}))
     import json
 
     back = resources_from_json(json.loads(json.dumps(resources_to_json(r))))

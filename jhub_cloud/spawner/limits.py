@@ -9,8 +9,8 @@ one's reservation.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import defaultdict
+from collections.abc import Mapping
 
 from ..config.model import Mount
 from ..policy.types import Resources
@@ -27,8 +27,17 @@ def resources_to_json(r: Resources) -> dict:
         "backend": r.backend, "image": r.image, "cpu": r.cpu, "memory_bytes": r.memory_bytes,
         "gpus": r.gpus, "gpu_model": r.gpu_model, "time_limit": r.time_limit,
         "mounts": [m.to_dict() for m in r.mounts], "environment": dict(r.environment),
-        "backend_options": json.loads(json.dumps(r.backend_options)),
+        "backend_options": _plain(r.backend_options),
     }
+
+
+def _plain(value):
+    """Read-only mappings (the config's frozen values) as plain JSON data."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 def resources_from_json(d: dict) -> Resources:

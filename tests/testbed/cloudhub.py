@@ -8,18 +8,12 @@ Profiles and limits (groups as in idp.USERS: alice physics+cms, bob physics, car
 from __future__ import annotations
 
 import contextlib
-import os
-import secrets
 import time
 from dataclasses import dataclass, field
 
 import psutil
-import requests
-import yaml
 
-from .hub import CLIENT_SECRET, Hub, _profile, suite_config
-from .paths import REPO, VENV_BIN
-from .procs import Daemon
+from .hub import TESTER_SERVICE, Hub, _profile
 
 
 def spawner_profiles(mounts: list | None = None) -> dict:
@@ -45,35 +39,13 @@ class CloudHub(Hub):
         """This hub's own cgroup folder, so that tests count only its servers' cgroups."""
         return f"jhub-cloud-test/{self.dir.parent.name}-{self.dir.name}"
 
-    def start(self, timeout: float = 60) -> CloudHub:
-        """As Hub.start, with the spawner's test settings added to jupyterhub_config.py."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        cfg = suite_config(self.idp, self.dir / "data", self.port, self.hub_port, self.proxy_api_port, **self.auth)
-        cfg.update(self.extra)
-        self.config_file.write_text(yaml.safe_dump(cfg))
-        (self.dir / "jupyterhub_config.py").write_text(
-            f"load_subconfig({str(REPO / 'config' / 'jupyterhub_config.py')!r})\n"
-            "c = get_config()\n"
-            "c.JupyterHub.services = list(c.JupyterHub.services) + [{'name': 'tester',"
-            " 'api_token': open('api_token').read().strip()}]\n"
-            "c.JupyterHub.load_roles = list(c.JupyterHub.load_roles) + [{'name': 'tester', 'services': ['tester'],"
-            " 'scopes': ['admin:users', 'admin:servers', 'admin:auth_state', 'admin:groups', 'read:hub']}]\n"
-            "c.JupyterHub.log_level = 'DEBUG'\n"
-            f"c.LocalChild.cgroup_parent = {self.cgroup_parent!r}\n"
-            "c.LocalChild.require_limits = True\n"
-            + self.hub_config
-        )
-        token_file = self.dir / "api_token"
-        token_file.write_text(self.api_token)
-        token_file.chmod(0o600)
-        if not hasattr(self, "_crypt_key"):  # the same key across a restart: auth_state stays readable
-            self._crypt_key = secrets.token_hex(32)
-        env = dict(os.environ, JHUB_CLOUD_CONFIG=str(self.config_file), JHUB_CLOUD_CLIENT_SECRET=CLIENT_SECRET,
-                   JUPYTERHUB_CRYPT_KEY=self._crypt_key, CONFIGPROXY_AUTH_TOKEN=secrets.token_hex(16))
-        self.daemon = Daemon("jupyterhub", [str(VENV_BIN / "jupyterhub"), "-f", "jupyterhub_config.py"], self.log,
-                             env=env, cwd=self.dir, stop_timeout=15).start()
-        self.daemon.wait_ready(lambda: requests.get(self.url + "/hub/api/", timeout=2).ok, timeout=timeout)
-        return self
+    def config_lines(self) -> str:
+        """The tester service, this hub's cgroup folder and the test's own lines; unlike Hub, the
+        spawn page shows and servers outlive the hub (cleanup_servers off, as in production)."""
+        return (TESTER_SERVICE
+                + f"c.LocalChild.cgroup_parent = {self.cgroup_parent!r}\n"
+                "c.LocalChild.require_limits = True\n"
+                + self.hub_config)
 
     def stop(self, keep_servers: bool = False) -> None:
         if self.daemon and self.daemon.alive() and not keep_servers:

@@ -65,6 +65,17 @@ def _profile(name: str, group: str, cpus: list, memory: list) -> dict:
                         "memory": {"options": memory, "default": memory[0]}}}
 
 
+# The service that drives a test hub through its REST API (token in the 0600 file api_token).
+TESTER_SERVICE = (
+    "c.JupyterHub.services = list(c.JupyterHub.services) + [{'name': 'tester',"
+    " 'api_token': open('api_token').read().strip()}]\n"
+    "c.JupyterHub.load_roles = list(c.JupyterHub.load_roles) + [{'name': 'tester', 'services': ['tester'],"
+    " 'scopes': ['admin:users', 'admin:servers', 'admin:auth_state', 'admin:groups', 'read:hub',"
+    " 'tokens', 'custom:jhub-cloud:access-token']}]\n"
+    "c.JupyterHub.log_level = 'DEBUG'\n"
+)
+
+
 @dataclass
 class Hub:
     idp: IdP
@@ -76,6 +87,8 @@ class Hub:
     hub_port: int = field(default_factory=free_port)
     proxy_api_port: int = field(default_factory=free_port)
     api_token: str = field(default_factory=lambda: secrets.token_hex(24))
+    # The same key across a restart of this hub: auth_state stays readable.
+    crypt_key: str = field(default_factory=lambda: secrets.token_hex(32))
     daemon: Daemon | None = None
 
     @property
@@ -90,32 +103,30 @@ class Hub:
     def config_file(self) -> Path:
         return self.dir / "jhub-cloud.yaml"
 
+    def config_lines(self) -> str:
+        """The test's additions to jupyterhub_config.py (after the suite's own config)."""
+        return (
+            TESTER_SERVICE
+            # Tests of login and tokens spawn with GET /hub/spawn (first profile, its defaults) and
+            # leave no server behind when the hub stops (tests/testbed/cloudhub.py tests the spawner).
+            + "c.CloudSpawner.show_form = False\n"
+            "c.JupyterHub.cleanup_servers = True\n"
+        )
+
     def start(self, timeout: float = 60) -> Hub:
         self.dir.mkdir(parents=True, exist_ok=True)
         cfg = suite_config(self.idp, self.dir / "data", self.port, self.hub_port, self.proxy_api_port, **self.auth)
         cfg.update(self.extra)
         self.config_file.write_text(yaml.safe_dump(cfg))
-        # The test's own additions: an API service token for driving the hub.
         (self.dir / "jupyterhub_config.py").write_text(
             f"load_subconfig({str(REPO / 'config' / 'jupyterhub_config.py')!r})\n"
-            "c = get_config()\n"
-            "c.JupyterHub.services = list(c.JupyterHub.services) + [{'name': 'tester',"
-            " 'api_token': open('api_token').read().strip()}]\n"
-            "c.JupyterHub.load_roles = list(c.JupyterHub.load_roles) + [{'name': 'tester', 'services': ['tester'],"
-            " 'scopes': ['admin:users', 'admin:servers', 'admin:auth_state', 'admin:groups', 'read:hub',"
-            " 'tokens', 'custom:jhub-cloud:access-token']}]\n"
-            "c.JupyterHub.log_level = 'DEBUG'\n"
-            # Tests of login and tokens spawn with GET /hub/spawn (first profile, its defaults) and
-            # leave no server behind when the hub stops (tests/testbed/cloudhub.py tests the spawner).
-            "c.CloudSpawner.show_form = False\n"
-            "c.JupyterHub.cleanup_servers = True\n"
-            + self.extra_config
+            "c = get_config()\n" + self.config_lines() + self.extra_config
         )
         token_file = self.dir / "api_token"
         token_file.write_text(self.api_token)
         token_file.chmod(0o600)
         env = dict(os.environ, JHUB_CLOUD_CONFIG=str(self.config_file), JHUB_CLOUD_CLIENT_SECRET=CLIENT_SECRET,
-                   JUPYTERHUB_CRYPT_KEY=secrets.token_hex(32), CONFIGPROXY_AUTH_TOKEN=secrets.token_hex(16))
+                   JUPYTERHUB_CRYPT_KEY=self.crypt_key, CONFIGPROXY_AUTH_TOKEN=secrets.token_hex(16))
         self.daemon = Daemon("jupyterhub", [str(VENV_BIN / "jupyterhub"), "-f", "jupyterhub_config.py"], self.log,
                              env=env, cwd=self.dir, stop_timeout=15).start()
         self.daemon.wait_ready(lambda: requests.get(self.url + "/hub/api/", timeout=2).ok, timeout=timeout)
