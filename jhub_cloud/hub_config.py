@@ -45,6 +45,8 @@ def _apply_hub(c, hub: Mapping, resolve_secret) -> None:
     c.JupyterHub.bind_url = hub.get("bind_url", "http://127.0.0.1:8000")
     if hub.get("hub_bind_url"):
         c.JupyterHub.hub_bind_url = hub["hub_bind_url"]
+    if hub.get("hub_connect_url"):
+        c.JupyterHub.hub_connect_url = hub["hub_connect_url"]
     c.JupyterHub.db_url = f"sqlite:///{data_dir / 'jupyterhub.sqlite'}"
     c.JupyterHub.cookie_secret_file = str(data_dir / "jupyterhub_cookie_secret")
     c.ConfigurableHTTPProxy.pid_file = str(data_dir / "jupyterhub-proxy.pid")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+import urllib.parse
 from collections.abc import Iterable
 from typing import Any
 
@@ -65,7 +66,30 @@ def crossref_problems(data: Any, schema_problems: Iterable[Problem]) -> list[Pro
                     out += _mounts_vs_storage(
                         ("profiles", i, "mounts"), _list(profile.get("mounts")), storage,
                         allowed if isinstance(allowed, list) else None)
+        if isinstance(storage, dict) and any(isinstance(p, dict) and p.get("mounts") for p in profiles):
+            out += _hub_url_problems(_dict(data.get("hub")), storage, clean)
     return out
+
+
+def _hub_url_problems(hub: dict, storage: dict, clean) -> list[Problem]:
+    """Servers with storage send their API token to the hub for the user's access token, and
+    sts-wire refuses plain http off loopback: say so here rather than at every spawn."""
+    key = "hub_connect_url" if hub.get("hub_connect_url") else "hub_bind_url"
+    url = hub.get(key) or "http://127.0.0.1:8081"
+    if not clean(("hub", key)) or not isinstance(url, str):
+        return []
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if host in ("0.0.0.0", "::"):  # noqa: S104 (reading a setting, not binding)
+        why = (f"servers reach the hub at this machine's name over plain http ({url}), and sts-wire "
+               "refuses to send their token there")
+    else:
+        why = insecure_problem(url, key, storage.get("allow_plain_http") or [])
+        why = why and why.removeprefix(f"{key}: ") + "; sts-wire refuses to send servers' tokens there"
+    if not why:
+        return []
+    return [Problem(("hub", key), (
+        f"{why}. Set hub.hub_connect_url to the hub's public https URL (the proxy forwards /hub/), or "
+        "list the hub's host in storage.allow_plain_http for a private link you trust"))]
 
 
 def _dict(value: Any) -> dict:
