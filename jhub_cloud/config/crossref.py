@@ -12,6 +12,7 @@ import urllib.parse
 from collections.abc import Iterable
 from typing import Any
 
+from sts_wire.core.placeholders import PLACEHOLDER_RE, unknown_placeholder_messages
 from sts_wire.spec import check_flags
 from sts_wire.urls import insecure_problem
 
@@ -21,7 +22,6 @@ from .units import parse_memory
 
 Path = tuple[PathPart, ...]
 BATCH_BACKENDS = ("slurm",)
-_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 # MIG profiles as NVIDIA names them (1g.10gb, 3g.40gb+me): requested by resource name.
 _MIG_PROFILE = re.compile(r"^[0-9]+g\.[0-9]+gb(\+me)?$")
 # Which group limit bounds which choice, and how to compare values.
@@ -249,10 +249,7 @@ def _storage_problems(storage: dict) -> list[Problem]:
         out.append(Problem(("storage", "role_arn"), (
             f"{provider} needs the role to assume; write role_arn, such as "
             "arn:aws:iam:::role/notebooks")))
-    for placeholder in _PLACEHOLDER.findall(arn or ""):
-        if placeholder != "username":
-            out.append(Problem(("storage", "role_arn"), (
-                f"unknown placeholder {{{placeholder}}}; only {{username}} is replaced")))
+    out += [Problem(("storage", "role_arn"), why) for why in unknown_placeholder_messages(arn)]
     flags = storage.get("rclone_flags") or []
     for problem in check_flags(flags, "@"):
         # check_flags names the item as "@[i]: ..." (a value may be the next item).
@@ -271,7 +268,7 @@ def _mounts_vs_storage(m: Path, mounts: list, storage: dict | None, allowed) -> 
     roots = storage.get("mount_roots", ["/s3"]) if storage else []
     for k, mount in enumerate(mounts):
         path = mount.get("path")
-        if isinstance(path, str) and not _PLACEHOLDER.sub("x", path).startswith(
+        if isinstance(path, str) and not PLACEHOLDER_RE.sub("x", path).startswith(
                 tuple(r.rstrip("/") + "/" for r in roots)):
             out.append(Problem((*m, k, "path"), (
                 f"{path!r} is not below a mount root ({', '.join(roots)}); move it there or "
@@ -302,10 +299,8 @@ def _mount_problems(m: Path, mounts: list) -> list[Problem]:
                     f"{path!r} and mounts[{j}] ({other!r}) are nested; a mount would hide "
                     "the other")))
         for field in ("bucket", "path"):
-            for placeholder in _PLACEHOLDER.findall(str(mount.get(field, ""))):
-                if placeholder != "username":
-                    out.append(Problem((*m, k, field), (
-                        f"unknown placeholder {{{placeholder}}}; only {{username}} is replaced")))
+            out += [Problem((*m, k, field), why)
+                    for why in unknown_placeholder_messages(str(mount.get(field, "")))]
         if path in used:
             out.append(Problem((*m, k, "path"), (
                 f"{path!r} is already the folder of mounts[{used[path]}]; "
