@@ -19,7 +19,6 @@ from jhub_cloud.policy.types import Resources
 from jhub_cloud.spawner.backends.docker import DockerChild
 from jhub_cloud.spawner.builders.docker import child_settings
 from jhub_cloud.spawner.target import SpawnTarget
-from tests.testbed.paths import REPO, VENV
 
 MiB = 1024**2
 # Serves 200 "up <user>" on the port in JUPYTERHUB_SERVICE_URL, at the address it names.
@@ -48,11 +47,15 @@ def docker_host(dockerd):
         os.environ["DOCKER_HOST"] = old
 
 
+@pytest.fixture(scope="module")
+def lab_image(suite_lab_image) -> str:
+    """The project's own images/lab (built FROM the testbed's base): what sites run."""
+    return suite_lab_image.tag
+
+
 def backend(**kw) -> dict:
     return {"network": "host", "host_ip": "127.0.0.1", "pull_policy": "never",
-            "home_volume": "jhub-test-home-{username}",
-            "binds": [{"source": str(VENV), "target": str(VENV)},
-                      {"source": str(REPO), "target": str(REPO)}], **kw}
+            "home_volume": "jhub-test-home-{username}", **kw}
 
 
 def make_child(resources: Resources, target: SpawnTarget, cfg: dict, cmd=CMD) -> DockerChild:
