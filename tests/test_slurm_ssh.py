@@ -144,3 +144,20 @@ def test_bad_login_host_settings_name_the_setting():
         login_host(base).account("Alice Smith")
     assert login_host(base).account("alice") == "alice"
     assert login_host(None) is None
+
+
+def test_builder_sends_every_command_through_the_login_node():
+    from jhub_cloud.policy.types import Resources
+    from jhub_cloud.spawner.builders.slurm import SlurmSettingsError, child_settings
+    from jhub_cloud.spawner.target import SpawnTarget
+
+    lh = {"host": "login", "host_key": "ssh-ed25519 AAAA", "ca_key": {"file": "/ca"},
+          "hub_connect_url": "https://hub.example.org", "users": {"alice": "asmith"}}
+    res = Resources(backend="slurm", image="default", cpu=1, memory_bytes=2**30)
+    s = child_settings(res, SpawnTarget("alice"), {"login_host": lh}, ["x"], {})
+    assert s["exec_prefix"] == EXEC_PREFIX and s["login_host"] == lh
+    assert s["hub_connect_url"] == "https://hub.example.org" and s["req_homedir"] == "/home/asmith"
+    local = child_settings(res, SpawnTarget("alice"), {}, ["x"], {})
+    assert local["exec_prefix"] == "sudo -E -u alice" and "login_host" not in local
+    with pytest.raises(SlurmSettingsError, match="login_host.host_key"):
+        child_settings(res, SpawnTarget("alice"), {"login_host": {**lh, "host_key": "nope"}}, ["x"], {})
