@@ -227,3 +227,26 @@ def test_job_the_cluster_rejects_is_a_clear_error(ssh_hub, slurm):
     assert "Batch job submission failed" in hub.log.read_text()
     assert slurm.run("squeue", "-h", "-u", "alice").stdout.strip() == ""
     assert not _ssh_processes(hub.daemon.pid)
+
+
+def test_server_is_found_again_through_a_new_tunnel_after_a_hub_restart(ssh_hub, slurm):
+    hub = ssh_hub
+    r = hub.spawn("alice", options={"profile": PROFILE})
+    assert r.status_code in (201, 202), r.text
+    hub.wait_ready("alice", timeout=120)
+    state = _state(hub)
+    old_tunnel = state["tunnel"]["pid"]
+    token = _server_env(state["job_id"])["JUPYTERHUB_API_TOKEN"]
+
+    hub.stop(keep_servers=True)
+    hub.start()
+    server = hub.wait_ready("alice", timeout=60)
+    new = server["state"]["child"]
+    assert new["job_id"] == state["job_id"] and new["tunnel"]["port"] == state["tunnel"]["port"]
+    assert not psutil.pid_exists(old_tunnel) or psutil.Process(old_tunnel).status() == psutil.STATUS_ZOMBIE
+    (ssh,) = [p for p in _ssh_processes(hub.daemon.pid) if p.pid == new["tunnel"]["pid"]]
+    r = requests.get(f"{hub.url}/user/alice/api/status", headers={"Authorization": f"token {token}"}, timeout=30)
+    assert r.status_code == 200, r.text
+    hub.stop_server("alice")
+    assert slurm.wait_job(state["job_id"], timeout=30) in ("CANCELLED", "COMPLETED")
+    assert _wait(lambda: not _ssh_processes(hub.daemon.pid), what="tunnel closed")
