@@ -104,7 +104,7 @@ def test_spawns_are_counted_per_profile_and_backend_and_storage_per_server(hub):
     assert hub.spawn("bob", options={"profile": "no-such-profile"}).status_code == 400
     # Started: alice's server with her bucket mounted by sts-wire.
     r = hub.spawn("alice", options={"profile": "physics-cpu", "cpu": 1, "memory": "1G"})
-    assert r.status_code in (201, 202), r.text
+    assert r.status_code in (201, 202), r.text + hub.log_tail(60)
     hub.wait_ready("alice", timeout=120)
     after = scrape(hub)
     refused = "jhub_cloud_spawns_total"
