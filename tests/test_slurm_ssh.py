@@ -161,3 +161,9 @@ def test_builder_sends_every_command_through_the_login_node():
     assert local["exec_prefix"] == "sudo -E -u alice" and "login_host" not in local
     with pytest.raises(SlurmSettingsError, match="login_host.host_key"):
         child_settings(res, SpawnTarget("alice"), {"login_host": {**lh, "host_key": "nope"}}, ["x"], {})
+
+
+def test_certificate_bound_to_source_addresses(login_node):
+    assert run_on(login_node, "alice", "id -un", source_addresses=["127.0.0.1/32"]) == "alice"
+    with pytest.raises(LoginNodeError, match="refused the hub's certificate for alice"):
+        run_on(login_node, "alice", "id -un", source_addresses=["192.0.2.10/32"])
