@@ -126,6 +126,8 @@ def main() -> int:
         os.environ.update(slurm.env)
         local.start()
         started.append(local)
+        for hub in hubs.values():
+            hub.login("alice")  # the user exists on the hub once logged in
         times: dict[str, list[float]] = {k: [] for k in hubs}
         speeds: dict[str, list[float]] = {k: [] for k in hubs}
         for i in range(args.rounds):
