@@ -167,3 +167,16 @@ def test_certificate_bound_to_source_addresses(login_node):
     assert run_on(login_node, "alice", "id -un", source_addresses=["127.0.0.1/32"]) == "alice"
     with pytest.raises(LoginNodeError, match="refused the hub's certificate for alice"):
         run_on(login_node, "alice", "id -un", source_addresses=["192.0.2.10/32"])
+
+
+def test_server_reached_directly_when_it_answers_or_never_tunnelled(login_node):
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        for mode in ("auto", "never"):
+            node = LoginNode(login_host(section(login_node, tunnel=mode)), "alice")
+            assert asyncio.run(node.reach("127.0.0.1", port)) == ("127.0.0.1", port)
+            assert node.tunnel_pid is None

@@ -250,3 +250,18 @@ def test_server_is_found_again_through_a_new_tunnel_after_a_hub_restart(ssh_hub,
     hub.stop_server("alice")
     assert slurm.wait_job(state["job_id"], timeout=30) in ("CANCELLED", "COMPLETED")
     assert _wait(lambda: not _ssh_processes(hub.daemon.pid), what="tunnel closed")
+
+
+def test_unreachable_login_node_fails_the_spawn_with_a_clear_message(ssh_hub, login_node, slurm):
+    hub = ssh_hub
+    login_node.stop()  # the login node is down (same port, so it can come back)
+    try:
+        r = hub.spawn("alice", options={"profile": PROFILE})
+        assert r.status_code in (201, 202, 500), r.text
+        _wait(lambda: "" not in hub.servers("alice"), what="failed start cleaned up")
+        want = f"cannot reach the login node 127.0.0.1:{login_node.port} (ssh: connect to host 127.0.0.1 port " \
+               f"{login_node.port}: Connection refused); try again later"
+        assert want in hub.log.read_text()
+        assert slurm.run("squeue", "-h", "-u", "alice").stdout.strip() == ""
+    finally:
+        login_node.start()
