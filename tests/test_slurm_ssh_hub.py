@@ -47,7 +47,8 @@ def ssh_hub(idp, seaweedfs, slurm, login_node, run_dir, user_fuse):
             "partition": slurm.partition, "server_ip": "127.0.0.1",
             "login_host": {"host": "127.0.0.1", "port": login_node.port, "host_key": login_node.host_key,
                            "ca_key": {"file": str(login_node.ca_key)}, "certificate_lifetime": 120,
-                           "hub_connect_url": f"http://127.0.0.1:{h.hub_port}", "tunnel": "always"}}},
+                           # A name of its own (not the hub's bind address), so the test sees it is used.
+                           "hub_connect_url": f"http://localhost:{h.hub_port}", "tunnel": "always"}}},
         "groups": {"physics": {"max_servers": 1, "max_cpu": 4096, "max_memory": "2G", "max_gpus": 1},
                    "cms": {"max_servers": 1, "max_cpu": 1, "max_memory": "1G", "max_gpus": 0},
                    "admins": {"max_servers": 1, "max_cpu": 1, "max_memory": "1G", "max_gpus": 0}},
@@ -144,7 +145,7 @@ def test_alice_hpc_server_through_the_login_node(ssh_hub, slurm, login_node, sea
     (ssh,) = [p for p in _ssh_processes(hub_pid) if p.pid == tunnel["pid"]]
     assert f"127.0.0.1:{tunnel['port']}:127.0.0.1:{tunnel['remote_port']}" in ssh.cmdline()
     env = _server_env(job_id)
-    assert env["JUPYTERHUB_API_URL"] == f"http://127.0.0.1:{hub.hub_port}/hub/api"
+    assert env["JUPYTERHUB_API_URL"] == f"http://localhost:{hub.hub_port}/hub/api"
     headers = {"Authorization": f"token {env['JUPYTERHUB_API_TOKEN']}"}
     base = f"{hub.url}/user/alice/api/contents"
     r = requests.put(f"{base}/alice/from-the-cluster.txt", headers=headers, timeout=30,
