@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from .paths import free_port
-from .procs import Daemon, ServiceError, wait_for
+from .procs import Daemon, ServiceError
 
 USERS = ("alice", "bob", "carol")
 # What the job must receive from the hub (docs/slurm-over-ssh.md lists the same).
@@ -123,5 +123,3 @@ def login_node(run_dir, slurm) -> LoginNode:
     finally:
         node.stop()
 
-
-__all__ = ["LoginNode", "login_node", "wait_for"]

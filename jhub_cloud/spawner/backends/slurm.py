@@ -246,7 +246,7 @@ class SlurmChild(SlurmSpawner):
         saved, self._tunnel_state = self._tunnel_state, None
         login = self.login
         if login.tunnel_pid is None:
-            end_old_tunnel(saved.get("pid"), saved["port"])
+            await asyncio.to_thread(end_old_tunnel, saved.get("pid"), saved["port"])
             login.remote, login.tunnel_port = (saved["host"], saved["remote_port"]), saved["port"]
             await login.open_tunnel()
 
