@@ -19,19 +19,15 @@ import pytest
 import requests
 
 from tests.testbed import cloudhub
-from tests.testbed import hub as testbed_hub
-from tests.testbed.procs import Daemon, mounts_under
+from tests.testbed.procs import mounts_under
 
 PROFILE = "physics-hpc"
 
 
-def _isolated_daemon(hidden: Path):
-    """testbed Daemon, started in a private mount namespace with `hidden` covered by a tmpfs."""
-    def make(name, argv, log, **kw):
-        wrap = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                'mount -t tmpfs -o mode=0755,size=1m jhub-no-munge "$0" && exec "$@"', str(hidden), *argv]
-        return Daemon(name, wrap, log, **kw)
-    return make
+def hiding(path: Path) -> list[str]:
+    """A launcher that starts the hub in a private mount namespace with `path` covered by a tmpfs."""
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            'mount -t tmpfs -o mode=0755,size=1m jhub-no-munge "$0" && exec "$@"', str(path)]
 
 
 @pytest.fixture(scope="module")
@@ -65,14 +61,12 @@ def ssh_hub(idp, seaweedfs, slurm, login_node, run_dir, user_fuse):
         "storage": {"s3_endpoint": seaweedfs.endpoint, "provider": "SeaweedFS", "role_arn": seaweedfs.role_arn,
                     "region": seaweedfs.region, "mount_roots": [str(root)]},
     }
-    with pytest.MonkeyPatch.context() as mp:
-        for module in (cloudhub, testbed_hub):  # whichever of the two starts the hub's process
-            mp.setattr(module, "Daemon", _isolated_daemon(slurm.munge_socket.parent), raising=False)
-        h.start()
-        h.login("alice")
-        h.root = root
-        yield h
-        h.stop()
+    h.launcher = hiding(slurm.munge_socket.parent)
+    h.start()
+    h.login("alice")
+    h.root = root
+    yield h
+    h.stop()
 
 
 def _state(hub, user="alice"):

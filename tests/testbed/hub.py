@@ -89,6 +89,8 @@ class Hub:
     api_token: str = field(default_factory=lambda: secrets.token_hex(24))
     # The same key across a restart of this hub: auth_state stays readable.
     crypt_key: str = field(default_factory=lambda: secrets.token_hex(32))
+    # Put before the hub's command line (e.g. unshare, to start it in a mount namespace of its own).
+    launcher: list = field(default_factory=list)
     daemon: Daemon | None = None
 
     @property
@@ -127,7 +129,8 @@ class Hub:
         token_file.chmod(0o600)
         env = dict(os.environ, JHUB_CLOUD_CONFIG=str(self.config_file), JHUB_CLOUD_CLIENT_SECRET=CLIENT_SECRET,
                    JUPYTERHUB_CRYPT_KEY=self.crypt_key, CONFIGPROXY_AUTH_TOKEN=secrets.token_hex(16))
-        self.daemon = Daemon("jupyterhub", [str(VENV_BIN / "jupyterhub"), "-f", "jupyterhub_config.py"], self.log,
+        argv = [*self.launcher, str(VENV_BIN / "jupyterhub"), "-f", "jupyterhub_config.py"]
+        self.daemon = Daemon("jupyterhub", argv, self.log,
                              env=env, cwd=self.dir, stop_timeout=15).start()
         self.daemon.wait_ready(lambda: requests.get(self.url + "/hub/api/", timeout=2).ok, timeout=timeout)
         return self
