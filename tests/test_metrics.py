@@ -21,7 +21,6 @@ from sts_wire.report import Reporter, report_body
 from tests.testbed.cloudhub import CloudHub, spawner_profiles
 from tests.testbed.hub import server_environ
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 REPORT_SECONDS = 3
 
 
@@ -70,10 +69,6 @@ def hub(idp, seaweedfs, run_dir):
     h.root, h.scrape_token = root, token_file.read_text()
     yield h
     h.stop()
-    for c in ("cpu", "memory"):
-        d = CGROUP_ROOT / c / h.cgroup_parent
-        if d.exists():
-            d.rmdir()
 
 
 def scrape(hub) -> dict[tuple, float]:

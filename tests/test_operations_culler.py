@@ -18,10 +18,9 @@ from traitlets.config import Config as TraitletsConfig
 from jhub_cloud.config import from_dict as load_dict
 from jhub_cloud.operations import CULLER_SCOPES, CULLER_SERVICE, apply_operations, culler_command
 from jhub_cloud.spawner import cgroups
-from tests.testbed.cloudhub import CloudHub, spawner_profiles
+from tests.testbed.cloudhub import CGROUP_ROOT, CloudHub, spawner_profiles
 from tests.testbed.procs import mounts_under
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "examples" / "local.yaml"
 
 
@@ -103,10 +102,6 @@ def hub(idp, seaweedfs, run_dir):
     h.root = root
     yield h
     h.stop()
-    for c in cgroups.CONTROLLERS:
-        d = CGROUP_ROOT / c / h.cgroup_parent
-        if d.exists():
-            d.rmdir()
 
 
 def _alive(pids) -> set[int]:

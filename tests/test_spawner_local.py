@@ -13,9 +13,7 @@ import psutil
 import pytest
 
 from jhub_cloud.spawner import cgroups
-from tests.testbed.cloudhub import CloudHub, singleuser_processes
-
-CGROUP_ROOT = Path("/sys/fs/cgroup")
+from tests.testbed.cloudhub import CGROUP_ROOT, CloudHub, singleuser_processes
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +25,6 @@ def hub(idp, run_dir):
         h.login(user)  # users and their groups exist in the hub after their first login
     yield h
     h.stop()
-    for c in cgroups.CONTROLLERS:
-        d = CGROUP_ROOT / c / h.cgroup_parent
-        if d.exists():
-            d.rmdir()
 
 
 def our_cgroups(hub) -> list[str]:

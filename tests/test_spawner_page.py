@@ -3,14 +3,10 @@ valid choice starts a server with its progress shown, and a refused submission s
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from tests.testbed.cloudhub import CloudHub, singleuser_processes
 from tests.testbed.paths import ARTIFACTS
-
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 @pytest.fixture(scope="module")
@@ -18,10 +14,6 @@ def hub(idp, run_dir):
     h = CloudHub(idp, run_dir / "hub-spawner-page").start()
     yield h
     h.stop()
-    for c in ("cpu", "memory"):
-        d = CGROUP_ROOT / c / h.cgroup_parent
-        if d.exists():
-            d.rmdir()
 
 
 def logged_in(browser, hub, user):

@@ -7,13 +7,11 @@ from __future__ import annotations
 import html
 import json
 import re
-from pathlib import Path
 
 import pytest
 
-from tests.testbed.cloudhub import CloudHub, singleuser_processes
+from tests.testbed.cloudhub import CGROUP_ROOT, CloudHub, singleuser_processes
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 P = "physics-cpu--"  # field prefix of the physics profile on the page
 
 # (case id, user, form fields as (name, value) pairs, expected words in the message)
@@ -93,10 +91,6 @@ def hub(idp, run_dir):
     h = CloudHub(idp, run_dir / "hub-spawner-refusals").start()
     yield h
     h.stop()
-    for c in ("cpu", "memory"):
-        d = CGROUP_ROOT / c / h.cgroup_parent
-        if d.exists():
-            d.rmdir()
 
 
 @pytest.fixture(scope="module")

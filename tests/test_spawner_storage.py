@@ -17,11 +17,9 @@ import pytest
 import requests
 
 from jhub_cloud.spawner import cgroups
-from tests.testbed.cloudhub import CloudHub, spawner_profiles, user_processes
+from tests.testbed.cloudhub import CGROUP_ROOT, CloudHub, spawner_profiles, user_processes
 from tests.testbed.hub import CLIENT_SECRET, server_environ
 from tests.testbed.procs import mounts_under
-
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +50,6 @@ def hub(idp, seaweedfs, run_dir, fuse_for_users):
     h.root = root
     yield h
     h.stop()
-    for c in ("cpu", "memory"):
-        d = CGROUP_ROOT / c / h.cgroup_parent
-        if d.exists():
-            d.rmdir()
 
 
 def test_alice_writes_to_her_bucket_and_reads_scratch_and_bob_mounts_beside_her(hub, seaweedfs):

@@ -10,10 +10,15 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psutil
 
+from jhub_cloud.spawner.cgroups import CONTROLLERS
+
 from .hub import TESTER_SERVICE, Hub, _profile
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 def spawner_profiles(mounts: list | None = None) -> dict:
@@ -51,6 +56,11 @@ class CloudHub(Hub):
         if self.daemon and self.daemon.alive() and not keep_servers:
             self.stop_all_servers()
         super().stop()
+        if not keep_servers:  # this hub's cgroup folder, empty once its servers are gone
+            for controller in CONTROLLERS:
+                folder = CGROUP_ROOT / controller / self.cgroup_parent
+                if folder.exists():
+                    folder.rmdir()
 
     # --- servers ------------------------------------------------------------------------------
     def servers(self, user: str) -> dict:
