@@ -63,7 +63,9 @@ def _apply_hub(c, hub: Mapping, resolve_secret) -> None:
     c.Spawner.server_token_scopes = SERVER_TOKEN_SCOPES
     c.Spawner.env_keep = SERVER_ENV_KEEP
     c.JupyterHub.custom_scopes = {**CUSTOM_SCOPES}
-    c.JupyterHub.load_roles = [USER_ROLE]
+    # Roles defined before ours (e.g. Zero to JupyterHub's hub.loadRoles) stay; ours replaces `user`.
+    earlier = list(c.JupyterHub.load_roles) if "load_roles" in c.JupyterHub else []
+    c.JupyterHub.load_roles = [r for r in earlier if r.get("name") != "user"] + [USER_ROLE]
     # Our page templates before JupyterHub's (error.html: a refusal's message shown once).
     c.JupyterHub.template_paths = [str(Path(__file__).with_name("templates"))]
 

@@ -33,3 +33,13 @@ def test_without_a_connect_url_jupyterhub_chooses(tmp_path):
     c = Config()
     _apply_hub(c, hub_section(tmp_path), lambda ref, what: "x" * 64)
     assert "hub_connect_url" not in c.JupyterHub
+
+
+def test_roles_defined_before_stay_and_user_gets_no_auth_state(tmp_path):
+    c = Config()
+    c.JupyterHub.load_roles = [{"name": "monitoring", "scopes": ["read:metrics"], "services": ["prom"]},
+                               {"name": "user", "scopes": ["self", "admin:auth_state!user"]}]
+    _apply_hub(c, hub_section(tmp_path), lambda ref, what: "x" * 64)
+    roles = {r["name"]: r for r in c.JupyterHub.load_roles}
+    assert roles["monitoring"]["scopes"] == ["read:metrics"]
+    assert roles["user"]["scopes"] == ["self", "custom:jhub-cloud:access-token!user"]
