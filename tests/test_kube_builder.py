@@ -90,7 +90,7 @@ def test_cpu_and_memory_are_requested_and_limited_at_the_profiles_values():
     s = build(cfg, r, groups=["admins"])
     assert (s["cpu_guarantee"], s["cpu_limit"]) == (8.0, 8.0)
     assert (s["mem_guarantee"], s["mem_limit"]) == (32 * 1024**3, 32 * 1024**3)
-    assert s["image"] == "jhub-cloud/lab-cuda:latest" and s["image_pull_policy"] == "IfNotPresent"
+    assert s["image"] == "jhub-cloud/lab-gpu:latest" and s["image_pull_policy"] == "IfNotPresent"
 
 
 @pytest.mark.parametrize("model, resource", [

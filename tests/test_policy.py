@@ -330,7 +330,7 @@ def test_form_values_as_jupyterhub_posts_them(cfg):
     assert isinstance(decision, Allowed)
     r = decision.resources
     assert (r.backend, r.image, r.cpu, r.memory_bytes, r.gpus, r.gpu_model) == (
-        "kubernetes", "jhub-cloud/lab-cuda:latest", 8, 32 * G, 1, "a100")
+        "kubernetes", "jhub-cloud/lab-gpu:latest", 8, 32 * G, 1, "a100")
     assert r.mounts[0].expand("alice").path == "/s3/alice"
 
 
