@@ -1,10 +1,12 @@
-"""Every shell command shown in docs/admin.md, docs/scientists.md and docs/sts-wire-alone.md is
-run here against the test services, with the docs' example addresses (IdP, S3, hub) and the test
-CA put in their place; the few that need a real site are listed in NEEDS_A_SITE with the reason.
+"""Every shell command shown in the docs (the ```sh blocks of docs/*.md, images/README.md and
+README.md) is run here against the test services, with the docs' example addresses (IdP, S3, hub)
+and the test CA put in their place; the few that need a real site are listed in NEEDS_A_SITE with
+the reason, and those another test runs (a demo, an image build) in RUN_ELSEWHERE with that test.
 Each doc's test ends by checking that it ran every command of its doc."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -15,7 +17,7 @@ from pathlib import Path
 
 from tests.sts_wire_helpers import refresh_token_setup, wait_until
 from tests.testbed.cloudhub import CloudHub
-from tests.testbed.paths import REPO, VENV_BIN
+from tests.testbed.paths import REPO, VENV_BIN, free_port
 from tests.testbed.procs import mounts_under, stop_pid, unmount_all_under
 
 DOCS = REPO / "docs"
@@ -37,6 +39,55 @@ NEEDS_A_SITE = {
         "needs a Kubernetes cluster (none here); pods are checked against the official schemas in test_kube_*",
     "nvidia-smi -L":
         "needs an NVIDIA GPU (none on the test machines)",
+    "ssh -L 17800:127.0.0.1:17800 -L 17801:127.0.0.1:17801 root@the-demo-host":
+        "needs a second machine running the demo; tests/test_demo.py opens the demo at its loopback ports",
+    "scripts/test.sh":
+        "runs the whole test suite, this file included: it is how these tests are run",
+    "jupyterhub -f config/jupyterhub_config.py":
+        "needs the site's identity provider; tests/testbed/hub.py starts jupyterhub from this file (loaded as a "
+        "subconfig) with the test IdP for every hub test",
+    "images/build.py hub --base quay.io/jupyterhub/k8s-hub:4.2.0 --no-proxy --hub-user 1000":
+        "pulls the chart's hub image from a registry (none reachable here); no test builds the Kubernetes flavour",
+}
+
+# Per doc, commands that another test runs as written (bases and ports aside), with that test and what in its
+# file shows it runs them (checked below).
+RUN_ELSEWHERE = {
+    "docs/demo.md": {
+        "scripts/demo.sh": ("tests/test_demo.py", ['"scripts" / "demo.sh"', 'RunningDemo(run_dir / "demo-state")']),
+        "scripts/demo.sh --backend docker": ("tests/test_demo.py", ['"--backend", backend', '["docker", "slurm"]']),
+        "scripts/demo.sh --backend slurm": ("tests/test_demo.py", ['"--backend", backend', '["docker", "slurm"]']),
+    },
+    "images/README.md": {
+        "images/build.py lab": ("tests/test_images.py", ['build_image(dockerd, "lab"']),
+        "images/build.py lab --base python:3.12-slim-bookworm --tag registry.example.org/lab:1":
+            ("tests/testbed/images.py", ['"--tag", tag, "--base", base', 'build_image(dockerd, "lab"']),
+        "images/build.py lab-gpu --base nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04":
+            ("tests/test_images.py", ['build_image(dockerd, "lab-gpu"']),
+        "images/build.py hub": ("tests/testbed/images.py", ['build_image(dockerd, "hub"']),
+    },
+    "README.md": {
+        "scripts/demo.sh": ("tests/test_demo.py", ['"scripts" / "demo.sh"', 'RunningDemo(run_dir / "demo-state")']),
+        "sts-wire run --spec env:STS_WIRE_SPEC -- jupyterhub-singleuser":
+            ("tests/test_spawner_storage.py",
+             ['["run", "--spec", "env:STS_WIRE_SPEC", "--"]', "/jupyterhub-singleuser"]),
+        # The same commands in docs/sts-wire-alone.md and docs/scientists.md, run by the tests below.
+        "sts-wire mount alice ~/s3/alice":
+            ("tests/test_docs_commands.py", ['doc.start("sts-wire mount alice ~/s3/alice")']),
+        "sts-wire status": ("tests/test_docs_commands.py", ['doc.run("sts-wire status")']),
+    },
+}
+
+# Every doc with ```sh commands, and the test here that runs them (docs/sts-wire.md,
+# identity-providers.md, backends.md and spawner.md show none).
+COVERED = {
+    "docs/admin.md": "test_admin_guide_commands",
+    "docs/scientists.md": "test_scientists_guide_commands",
+    "docs/sts-wire-alone.md": "test_sts_wire_alone_commands",
+    "docs/demo.md": "test_demo_guide_commands",
+    "docs/slurm-over-ssh.md": "test_slurm_over_ssh_commands",
+    "images/README.md": "test_images_readme_commands",
+    "README.md": "test_readme_commands",
 }
 
 
@@ -51,7 +102,7 @@ def doc_commands(path: Path) -> list[str]:
             continue
         if not block or not stripped or stripped.startswith("#"):
             continue
-        cmd = stripped
+        cmd = re.sub(r"\s+#\s[^'\"]*$", "", stripped)  # a trailing comment that explains the command
         while cmd.endswith("\\"):
             cmd = cmd[:-1].rstrip() + " " + next(lines).strip()
         heredoc = re.search(r"<<'?(\w+)'?", cmd)
@@ -70,8 +121,9 @@ class Doc:
     """The commands of one doc, run with substitutions, device sign-ins approved as `user`."""
 
     def __init__(self, name: str, subst: dict[str, str], env: dict, cwd: Path, logs: Path, idp=None,
-                 user: str = "alice", wrap=None):
-        self.commands = doc_commands(DOCS / name)
+                 user: str = "alice", wrap=None, root: Path = DOCS):
+        self.commands = doc_commands(root / name)
+        self.elsewhere = RUN_ELSEWHERE.get(str((root / name).relative_to(REPO)), {})
         self.ran: set[str] = set()
         self.subst, self.env, self.cwd, self.idp, self.user = subst, env, cwd, idp, user
         self.wrap = wrap or (lambda cmd: ["bash", "-c", cmd])
@@ -79,7 +131,7 @@ class Doc:
         self.logs.mkdir(exist_ok=True)
 
     def find(self, prefix: str) -> str:
-        found = [c for c in self.commands if c.startswith(prefix) and c not in NEEDS_A_SITE]
+        found = [c for c in self.commands if c.startswith(prefix) and c not in NEEDS_A_SITE and c not in self.elsewhere]
         assert found, f"no command starting with {prefix!r} in the doc"
         return next((c for c in found if c not in self.ran), found[0])  # the next one not run yet
 
@@ -134,13 +186,31 @@ class Doc:
         return p.log.read_text(errors="replace")
 
     def finish(self) -> None:
-        missing = [c for c in self.commands if c not in self.ran and c not in NEEDS_A_SITE]
+        missing = [c for c in self.commands if c not in self.ran and c not in NEEDS_A_SITE and c not in self.elsewhere]
         assert missing == [], f"commands of the doc that no test ran: {missing}"
 
 
 def test_every_excused_command_is_still_in_the_docs():
-    shown = {c for name in ("admin.md", "scientists.md", "sts-wire-alone.md") for c in doc_commands(DOCS / name)}
+    shown = {c for name in COVERED for c in doc_commands(REPO / name)}
     assert set(NEEDS_A_SITE) <= shown, set(NEEDS_A_SITE) - shown
+    for name, commands in RUN_ELSEWHERE.items():
+        assert set(commands) <= set(doc_commands(REPO / name)), set(commands) - set(doc_commands(REPO / name))
+
+
+def test_every_doc_with_commands_is_covered():
+    with_commands = {str(p.relative_to(REPO)) for p in [*DOCS.glob("*.md"), *REPO.glob("*/README.md"),
+                                                        REPO / "README.md"] if doc_commands(p)}
+    assert with_commands == set(COVERED), with_commands ^ set(COVERED)
+    tests_here = Path(__file__).read_text()
+    for name, test in COVERED.items():
+        assert f"def {test}(" in tests_here, f"{name}: no {test} here"
+
+
+def test_commands_run_elsewhere_are_in_those_tests():
+    for cmd, (test_file, needles) in [x for commands in RUN_ELSEWHERE.values() for x in commands.items()]:
+        text = (REPO / test_file).read_text()
+        for needle in needles:
+            assert needle in text, f"{cmd!r}: {test_file} no longer has {needle!r}"
 
 
 def test_a_heredoc_and_continuations_are_one_command(tmp_path):
@@ -216,8 +286,6 @@ def test_scientists_guide_commands(idp, seaweedfs, tmp_path):
     doc = Doc("scientists.md", {"/s3": str(root)}, env, tmp_path, tmp_path)
 
     def server(mounts: list[dict]) -> subprocess.Popen:
-        import json
-
         spec = {"user": "alice", "token": token, "mounts": mounts,
                 "sts": {"endpoint": seaweedfs.endpoint, "provider": "SeaweedFS",
                         "role_arn": seaweedfs.role_arn_for("alice"), "region": seaweedfs.region}}
@@ -326,3 +394,97 @@ def test_sts_wire_alone_commands(idp, seaweedfs, tmp_path):
             stop_pid(mount.pid, group=True)
         unmount_all_under(home)
         unmount_all_under(slash_tmp)
+
+
+# --- docs/demo.md ------------------------------------------------------------------------------
+def test_demo_guide_commands(tmp_path):
+    """The demos themselves run in tests/test_demo.py (RUN_ELSEWHERE); its help is run here."""
+    env = dict(os.environ, PATH=f"{VENV_BIN}:{PLAIN_PATH}", HOME=str(tmp_path))
+    doc = Doc("demo.md", {}, env, REPO, tmp_path)
+    out = doc.run("scripts/demo.sh --help", timeout=60)
+    assert "--backend {local,docker,slurm}" in out, out
+    doc.finish()
+
+
+# --- docs/slurm-over-ssh.md --------------------------------------------------------------------
+def test_slurm_over_ssh_commands(tmp_path):
+    """The SSH CA, made in a folder of this test instead of /etc/jhub-cloud."""
+    etc = tmp_path / "etc-jhub-cloud"
+    etc.mkdir()
+    env = dict(os.environ, PATH=PLAIN_PATH, HOME=str(tmp_path))
+    doc = Doc("slurm-over-ssh.md", {"/etc/jhub-cloud": str(etc)}, env, tmp_path, tmp_path)
+    doc.run("ssh-keygen -t ed25519")
+    doc.run("chmod 600")
+    assert (etc / "ssh-ca").stat().st_mode & 0o777 == 0o600
+    public = (etc / "ssh-ca.pub").read_text()
+    assert public.startswith("ssh-ed25519 ") and public.strip().endswith(" jhub-cloud-ca"), public
+    derived = subprocess.run(["ssh-keygen", "-y", "-f", str(etc / "ssh-ca")], capture_output=True, text=True,
+                             check=True).stdout
+    assert derived.split()[:2] == public.split()[:2]  # a usable key pair, without a passphrase
+
+    # The gate, installed from its folder in the repository into a folder of this test (the
+    # command came with the gate itself: run it whenever the doc shows it).
+    if any(c.startswith("install ") for c in doc.commands):
+        gate = REPO / "jhub_cloud" / "spawner" / "ssh" / "slurm-gate.sh"
+        doc.subst["/usr/local/libexec"] = str(tmp_path)
+        doc.cwd = gate.parent
+        doc.run("install -o root -g root -m 755 slurm-gate.sh")
+        installed = tmp_path / "jhub-cloud-slurm-gate"
+        assert installed.read_bytes() == gate.read_bytes()
+        assert installed.stat().st_mode & 0o777 == 0o755 and installed.stat().st_uid == 0
+    doc.finish()
+
+
+# --- images/README.md --------------------------------------------------------------------------
+def test_images_readme_commands(tmp_path):
+    """Image builds run in tests/test_images.py FROM the testbed base (RUN_ELSEWHERE); nothing is
+    left for this test but the check that every command is accounted for."""
+    doc = Doc("README.md", {}, dict(os.environ), REPO, tmp_path, root=REPO / "images")
+    assert doc.commands
+    doc.finish()
+
+
+# --- README.md ---------------------------------------------------------------------------------
+def test_readme_commands(tmp_path):
+    """The hub's environment, `jhub-cloud check/explain` on the docker example (its secrets made the
+    admin guide's way, all under a folder of this test instead of /etc/jhub-cloud), and
+    `sts-wire check` on a spec whose IdP cannot be reached."""
+    etc = tmp_path / "etc-jhub-cloud"
+    etc.mkdir(mode=0o700)
+    config = etc / "jhub-cloud.yaml"
+    config.write_text((REPO / "config/examples/docker.yaml").read_text().replace("/etc/jhub-cloud", str(etc)))
+    for what in ("crypt-key", "metrics-token", "client-secret"):
+        (etc / what).touch(mode=0o600)
+        (etc / what).write_text(os.urandom(16).hex())
+    env = dict(os.environ, PATH=f"{VENV_BIN}:{PLAIN_PATH}", HOME=str(tmp_path))
+    subst = {"explain ... --json": "explain /etc/jhub-cloud/jhub-cloud.yaml --groups physics,cms --json",
+             "/etc/jhub-cloud": str(etc), "/etc/sts-wire": str(tmp_path / "etc-sts-wire")}
+    doc = Doc("README.md", subst, env, REPO, tmp_path, root=REPO)
+
+    exports = " && ".join(doc.command(f"export {name}=") for name in ("JHUB_CLOUD_CONFIG", "JUPYTERHUB_CRYPT_KEY"))
+    show = 'printf "%s %s" "$JHUB_CLOUD_CONFIG" "$JUPYTERHUB_CRYPT_KEY"'
+    hub_env = subprocess.run(["bash", "-c", f"{exports} && {show}"], env=env, check=True, capture_output=True,
+                             text=True).stdout.split()
+    assert hub_env[0] == str(config)
+    assert re.fullmatch(r"[0-9a-f]{64}", hub_env[1]), hub_env  # 32 random bytes, as the hub wants
+
+    assert "OK (2 profiles" in doc.run("jhub-cloud check /etc")
+    assert "OK (2 profiles" in doc.run("jhub-cloud check --secrets")
+    (etc / "client-secret").unlink()
+    out = doc.run("jhub-cloud check --secrets", expect=1)  # the same command, now with a secret missing
+    assert "client-secret" in out, out
+    out = doc.run("jhub-cloud explain /etc/jhub-cloud/jhub-cloud.yaml --groups physics,cms")
+    assert "Groups: cms, physics" in out and "Can log in: yes" in out, out
+    explained = json.loads(doc.run("jhub-cloud explain ... --json"))
+    assert explained["groups"] == ["cms", "physics"] and explained["can_log_in"] is True, explained
+
+    spec = tmp_path / "etc-sts-wire" / "spec.yaml"
+    spec.parent.mkdir()
+    idp = f"http://127.0.0.1:{free_port()}/"  # nothing listens there
+    spec.write_text(f"token: {{source: device, issuer: '{idp}', client_id: sts-wire-public}}\n"
+                    "sts: {endpoint: 'http://127.0.0.1:9', provider: Ceph, role_arn: 'arn:aws:iam:::role/notebooks'}\n"
+                    f"mounts:\n  - {{remote: '{{username}}', path: '{tmp_path}/s3/{{username}}'}}\n")
+    out = doc.run("sts-wire check --spec", expect=4)
+    assert "FAIL  token" in out and idp in out and "1 problem found" in out, out
+    assert not (tmp_path / "s3").exists()  # it changed nothing
+    doc.finish()
