@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import shutil
 import stat
 import time
@@ -21,7 +22,7 @@ from tests.testbed.paths import free_port
 def section(node, **kw) -> dict:
     return {"host": "127.0.0.1", "port": node.port, "host_key": node.host_key,
             "ca_key": {"file": str(node.ca_key)}, "hub_connect_url": "http://127.0.0.1:1",
-            "certificate_lifetime": 60, **kw}
+            "certificate_lifetime": 60, "gate": node.gate, **kw}
 
 
 async def shell(cmd, input=None, env=None):
@@ -34,20 +35,24 @@ async def shell(cmd, input=None, env=None):
     return out.decode().strip()
 
 
-def run_on(node, user: str, command: str, env=None, **kw) -> str:
+def run_on(node, user: str, command: str, env=None, input=None, **kw) -> str:
     login = login_host(section(node, **kw))
-    return asyncio.run(LoginNode(login, login.account(user)).run(shell, f"{EXEC_PREFIX} {command}", env=env))
+    return asyncio.run(LoginNode(login, login.account(user)).run(shell, f"{EXEC_PREFIX} {command}", input=input,
+                                                                 env=env))
 
 
 def test_commands_run_on_the_login_node_as_the_user_with_slurm_there(login_node, slurm):
     script = "'id -un; echo $SLURM_CONF; echo $JUPYTERHUB_USER; echo ${JHUB_CLOUD_SSH_DIR-unset}'"
-    out = run_on(login_node, "alice", script, env={"JUPYTERHUB_USER": "alice", "PATH": "/nowhere"})
+    # The open gate: this test is about the login (account, environment), not the gate.
+    out = run_on(login_node, "alice", script, env={"JUPYTERHUB_USER": "alice", "PATH": "/nowhere"},
+                 gate=login_node.open_gate)
     assert out.splitlines() == ["alice", str(slurm.conf_path), "alice", "unset"]
-    assert run_on(login_node, "alice", "'squeue -h -u alice -o %i'") == ""
+    assert run_on(login_node, "alice", "'squeue -h -u alice -o %i'", gate=login_node.open_gate) == ""
 
 
 def test_user_mapping_logs_in_as_the_cluster_account(login_node):
-    assert run_on(login_node, "alice@example.org", "id -un", users={"alice@example.org": "bob"}) == "bob"
+    assert run_on(login_node, "alice@example.org", "id -un", users={"alice@example.org": "bob"},
+                  gate=login_node.open_gate) == "bob"
 
 
 def test_certificate_files_are_private_and_gone_after_use(login_node):
@@ -60,7 +65,7 @@ def test_certificate_files_are_private_and_gone_after_use(login_node):
         seen["folder_mode"] = stat.S_IMODE(folder.stat().st_mode)
         return await shell(cmd, input, env)
 
-    login = login_host(section(login_node))
+    login = login_host(section(login_node, gate=login_node.open_gate))
     out = asyncio.run(LoginNode(login, "alice").run(look, f"{EXEC_PREFIX} id -un"))
     assert out == "alice"
     assert seen["folder_mode"] == 0o700
@@ -164,7 +169,8 @@ def test_builder_sends_every_command_through_the_login_node():
 
 
 def test_certificate_bound_to_source_addresses(login_node):
-    assert run_on(login_node, "alice", "id -un", source_addresses=["127.0.0.1/32"]) == "alice"
+    assert run_on(login_node, "alice", "id -un", source_addresses=["127.0.0.1/32"],
+                  gate=login_node.open_gate) == "alice"
     with pytest.raises(LoginNodeError, match="refused the hub's certificate for alice"):
         run_on(login_node, "alice", "id -un", source_addresses=["192.0.2.10/32"])
 
@@ -180,3 +186,45 @@ def test_server_reached_directly_when_it_answers_or_never_tunnelled(login_node):
             node = LoginNode(login_host(section(login_node, tunnel=mode)), "alice")
             assert asyncio.run(node.reach("127.0.0.1", port)) == ("127.0.0.1", port)
             assert node.tunnel_pid is None
+
+
+REFUSED = r"jhub-cloud-slurm-gate: refused {}: this certificate allows only \"sbatch --parsable\""
+
+
+@pytest.mark.parametrize("command", ["id", "cat /etc/passwd", "'scancel 1; id'", "'sbatch --parsable --wrap id'",
+                                     "'squeue -h -u alice'"])
+def test_command_certificate_runs_only_the_gate(login_node, command):
+    """A certificate the hub signed for a Slurm command, used for anything else: refused by the
+    login node's gate (the certificate forces it), exit status 126, nothing run."""
+    import re
+
+    shown = command.strip("'")
+    with pytest.raises(RuntimeError, match=REFUSED.format(re.escape(shown))):
+        run_on(login_node, "alice", command)
+
+
+def test_gate_refuses_a_query_for_a_job_id_that_is_not_a_number(login_node):
+    for job in ("1x", "1 2", "$(id)", "-1"):
+        command = f"squeue -h -j {job} -o '%T %B %r'"
+        with pytest.raises(RuntimeError, match="jhub-cloud-slurm-gate: refused squeue -h -j"):
+            run_on(login_node, "alice", shlex.quote(command))
+
+
+def test_gate_lets_the_backend_submit_query_and_cancel(login_node, slurm):
+    """The three commands exactly as SlurmChild sends them pass the gate, as the user."""
+    job = run_on(login_node, "alice", shlex.quote("sbatch --parsable"),
+                 input="#!/bin/sh\n#SBATCH --job-name=jhub-gate-test\n#SBATCH --chdir=/tmp\nsleep 60\n")
+    assert job.isdigit()
+    try:
+        state = run_on(login_node, "alice", shlex.quote(f"squeue -h -j {job} -o '%T %B %r'"))
+        assert state.split()[0] in ("PENDING", "RUNNING", "CONFIGURING")
+    finally:
+        run_on(login_node, "alice", shlex.quote(f"scancel {job}"))
+    gone = run_on(login_node, "alice", shlex.quote(f"squeue -h -j {job} -o '%T %B %r'"))
+    assert gone.split()[:1] in ([], ["CANCELLED"], ["COMPLETING"])
+
+
+def test_missing_gate_on_the_login_node_is_a_clear_message(login_node):
+    with pytest.raises(LoginNodeError, match=r"the login node 127.0.0.1:\d+ has no jhub-cloud gate at "
+                                             r"/nonexistent/gate \(backends.slurm.login_host.gate\)"):
+        run_on(login_node, "alice", shlex.quote("sbatch --parsable"), gate="/nonexistent/gate")

@@ -44,7 +44,8 @@ def ssh_hub(idp, seaweedfs, slurm, login_node, run_dir, user_fuse):
             "login_host": {"host": "127.0.0.1", "port": login_node.port, "host_key": login_node.host_key,
                            "ca_key": {"file": str(login_node.ca_key)}, "certificate_lifetime": 120,
                            # A name of its own (not the hub's bind address), so the test sees it is used.
-                           "hub_connect_url": f"http://localhost:{h.hub_port}", "tunnel": "always"}}},
+                           "hub_connect_url": f"http://localhost:{h.hub_port}", "tunnel": "always",
+                           "gate": login_node.gate}}},
         "groups": {"physics": {"max_servers": 1, "max_cpu": 4096, "max_memory": "2G", "max_gpus": 1},
                    "cms": {"max_servers": 1, "max_cpu": 1, "max_memory": "1G", "max_gpus": 0},
                    "admins": {"max_servers": 1, "max_cpu": 1, "max_memory": "1G", "max_gpus": 0}},

@@ -22,6 +22,7 @@ from .procs import Daemon, ServiceError
 USERS = ("alice", "bob", "carol")
 # What the job must receive from the hub (docs/slurm-over-ssh.md lists the same).
 ACCEPT_ENV = "JUPYTERHUB_* JPY_* STS_WIRE_* MEM_* CPU_* LANG LC_*"
+GATE_SOURCE = Path(__file__).resolve().parents[2] / "jhub_cloud" / "spawner" / "ssh" / "slurm-gate.sh"
 
 
 @dataclass
@@ -47,6 +48,21 @@ class LoginNode:
         return Path(f"/run/jhub-cloud-test-sshd-{self.port}")
 
     @property
+    def libexec(self) -> Path:
+        """The site's programs on the login node (readable by the users, like the principals)."""
+        return Path(f"/run/jhub-cloud-test-sshd-{self.port}-libexec")
+
+    @property
+    def gate(self) -> str:
+        """jhub-cloud's slurm-gate.sh from this repository, installed as a site would."""
+        return str(self.libexec / "jhub-cloud-slurm-gate")
+
+    @property
+    def open_gate(self) -> str:
+        """A gate that runs any command: for tests of the login itself (user, environment)."""
+        return str(self.libexec / "open-gate")
+
+    @property
     def log(self) -> Path:
         return self.dir / "sshd.log"
 
@@ -65,6 +81,11 @@ class LoginNode:
         for user in USERS:
             (principals / user).write_text(f"{user}\n")
             (principals / user).chmod(0o644)
+        self.libexec.mkdir(mode=0o755, parents=True, exist_ok=True)
+        shutil.copyfile(GATE_SOURCE, self.gate)
+        Path(self.open_gate).write_text('#!/bin/sh\nexec /bin/sh -c "$SSH_ORIGINAL_COMMAND"\n')
+        for program in (self.gate, self.open_gate):
+            Path(program).chmod(0o755)
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation folder
         (d / "sshd_config").write_text(f"""\
 Port {self.port}
@@ -106,6 +127,7 @@ LogLevel VERBOSE
         if self.daemon:
             self.daemon.stop()
         shutil.rmtree(self.principals, ignore_errors=True)
+        shutil.rmtree(self.libexec, ignore_errors=True)
 
 
 def _banner(port: int) -> bool:

@@ -2,7 +2,8 @@
 
 Each certificate serves one command (or one tunnel start): a fresh key pair is made in a new
 0700 folder, signed for one principal (the cluster account) with `-O clear` (no pty, no agent,
-X11 or port forwarding, no ~/.ssh/rc) unless the tunnel needs port forwarding, then deleted with
+X11 or port forwarding, no ~/.ssh/rc) unless the tunnel needs port forwarding, with a forced
+command (the login node's gate for Slurm commands, /bin/false for the tunnel), then deleted with
 the folder. The CA key never leaves its own file: ssh-keygen reads it by path.
 """
 
@@ -46,7 +47,8 @@ async def _run(*argv: str) -> None:
 
 
 async def sign(folder: Path, ca_key: str, principal: str, lifetime: int, *, forwarding: bool = False,
-               source_addresses: tuple[str, ...] = (), valid_from: int | None = None) -> Path:
+               source_addresses: tuple[str, ...] = (), valid_from: int | None = None,
+               force_command: str | None = None) -> Path:
     """Key pair and certificate in `folder` (id, id-cert.pub); returns the certificate's path."""
     check_ca_key(ca_key)
     key = folder / "id"
@@ -57,6 +59,10 @@ async def sign(folder: Path, ca_key: str, principal: str, lifetime: int, *, forw
     if forwarding:
         # The tunnel's certificate may forward ports and run nothing else.
         options += ["-O", "permit-port-forwarding", "-O", "force-command=/bin/false"]
+    elif force_command:
+        # A command's certificate runs only the login node's gate, which lets through only the
+        # Slurm commands the backend sends (slurm-gate.sh): stolen, it is worth little.
+        options += ["-O", f"force-command={force_command}"]
     if source_addresses:
         options += ["-O", "source-address=" + ",".join(source_addresses)]
     await _run("ssh-keygen", "-q", "-s", ca_key, "-I", f"jhub-cloud:{principal}:{secrets.token_hex(4)}",
@@ -81,7 +87,7 @@ async def credentials(login: LoginHost, account: str, *, forwarding: bool = Fals
         finally:
             os.umask(old)
         await sign(folder, login.ca_key_file, account, login.certificate_lifetime, forwarding=forwarding,
-                   source_addresses=login.source_addresses)
+                   source_addresses=login.source_addresses, force_command=login.gate)
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -21,6 +21,8 @@ SOURCE = re.compile(r"^[0-9a-fA-F.:]+(/[0-9]{1,3})?$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 ALIAS = "jhub-cloud-login"  # the name ssh knows the login node by (config and known_hosts)
 # Never sent to the login node: the cluster's own values win (PATH, SLURM_CONF, HOME...).
+# Where the login node has slurm-gate.sh: the forced command of every Slurm command certificate.
+GATE = "/usr/local/libexec/jhub-cloud-slurm-gate"
 NOT_SENT = frozenset({"PATH", "SLURM_CONF", "HOME", "USER", "LOGNAME", "SHELL", "PWD",
                       "JHUB_CLOUD_SSH_DIR"})
 
@@ -42,6 +44,7 @@ class LoginHost:
     home: str = "/home/{username}"
     tunnel: str = "auto"
     source_addresses: tuple[str, ...] = ()
+    gate: str = GATE
 
     def account(self, hub_user: str) -> str:
         """The cluster account of a hub user: the certificate's principal and the ssh login."""
@@ -91,6 +94,9 @@ def login_host(section: Mapping | None) -> LoginHost | None:
     sources = tuple(section.get("source_addresses") or ())
     need(all(isinstance(s, str) and SOURCE.fullmatch(s) for s in sources), "source_addresses",
          "write addresses or CIDRs such as 192.0.2.10/32")
+    gate = section.get("gate", GATE)
+    need(isinstance(gate, str) and bool(HOME.fullmatch(gate)), "gate",
+         "write the absolute path of slurm-gate.sh on the login node, such as " + GATE)
     users = dict(section.get("users") or {})
     for hub_user, account in users.items():
         need(isinstance(account, str) and bool(USER.fullmatch(account)), f"users.{hub_user}",
@@ -98,7 +104,7 @@ def login_host(section: Mapping | None) -> LoginHost | None:
     return LoginHost(host=host, port=port, host_key=key, ca_key_file=ca["file"], hub_connect_url=url,
                      certificate_lifetime=lifetime, cluster_user=section.get("cluster_user", "{username}"),
                      users=users, home=section.get("home", "/home/{username}"), tunnel=tunnel,
-                     source_addresses=sources)
+                     source_addresses=sources, gate=gate)
 
 
 def known_hosts(login: LoginHost) -> str:
@@ -155,9 +161,13 @@ def remote(command: str) -> str:
 
 
 def explain(stderr: str, login: LoginHost, account: str) -> str | None:
-    """A clear message for ssh's own failures (exit status 255); None for the command's errors."""
+    """A clear message for ssh's own failures (exit status 255) and a missing gate; None for the
+    command's errors."""
     where = f"the login node {login.host}:{login.port}"
     text = stderr.strip()
+    if login.gate in text and ("not found" in text or "No such file" in text):
+        return (f"{where} has no jhub-cloud gate at {login.gate} (backends.slurm.login_host.gate): "
+                "install slurm-gate.sh there as docs/slurm-over-ssh.md says")
     if "Host key verification failed" in text or "REMOTE HOST IDENTIFICATION HAS CHANGED" in text:
         return (f"{where} did not show the host key configured in backends.slurm.login_host.host_key: "
                 "nothing was sent to it. If its key really changed, update the setting")
