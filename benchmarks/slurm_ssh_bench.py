@@ -46,18 +46,6 @@ def emit(**row) -> None:
     print(json.dumps(row), flush=True)
 
 
-def spawn_to_ready(hub: CloudHub) -> float:
-    t0 = time.perf_counter()
-    r = hub.spawn("alice", options={"profile": PROFILE["name"]})
-    if r.status_code not in (201, 202):
-        raise RuntimeError(f"spawn refused: {r.status_code} {r.text}")
-    while not hub.servers("alice").get("", {}).get("ready"):
-        if time.perf_counter() - t0 > 180:
-            raise RuntimeError("not ready after 180 s:\n" + hub.log_tail())
-        time.sleep(0.05)
-    return time.perf_counter() - t0
-
-
 def server_token(job_id: str) -> str:
     import psutil
 
@@ -134,7 +122,7 @@ def main() -> int:
             order = list(hubs) if i % 2 == 0 else list(reversed(hubs))
             for name in order:
                 hub = hubs[name]
-                took = spawn_to_ready(hub)
+                took = hub.spawn_to_ready("alice", {"profile": PROFILE["name"]})
                 speed = download_mb_s(hub, big.name, args.mb)
                 hub.stop_server("alice")
                 times[name].append(took)

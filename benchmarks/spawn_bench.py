@@ -42,20 +42,6 @@ def emit(**row) -> None:
     print(json.dumps(row), flush=True)
 
 
-def spawn_to_ready(hub: CloudHub, options: dict | None) -> float:
-    t0 = time.perf_counter()
-    r = hub.spawn("alice", options=options)
-    if r.status_code not in (201, 202):
-        raise RuntimeError(f"spawn refused: {r.status_code} {r.text}")
-    while not hub.servers("alice").get("", {}).get("ready"):
-        if time.perf_counter() - t0 > 120:
-            raise RuntimeError("not ready after 120 s:\n" + hub.log_tail())
-        time.sleep(0.05)
-    took = time.perf_counter() - t0
-    hub.stop_server("alice")
-    return took
-
-
 def latency_while_spawning(hub: CloudHub, servers: int) -> None:
     """Hub API latency (GET /hub/api/users/alice) alone, then while `servers` servers spawn at once."""
     import concurrent.futures as cf
@@ -141,15 +127,17 @@ def main() -> int:
             hub.start()
             started.append(hub)
             hub.login("alice")
-        spawn_to_ready(cloud, OPTIONS)  # warm-up: first imports, caches
-        spawn_to_ready(plain, {})
+        for hub, options in ((cloud, OPTIONS), (plain, {})):  # warm-up: first imports, caches
+            hub.spawn_to_ready("alice", options, timeout=120)
+            hub.stop_server("alice")
         variants = {"cloud": (cloud, OPTIONS), "plain": (plain, {}), "cloud+mounts": (cloud, MOUNTED)}
         times: dict[str, list[float]] = {k: [] for k in variants}
         order = list(variants)
         for i in range(args.rounds):
             for name in order if i % 2 == 0 else order[::-1]:
                 hub, options = variants[name]
-                took = spawn_to_ready(hub, options)
+                took = hub.spawn_to_ready("alice", options, timeout=120)
+                hub.stop_server("alice")
                 times[name].append(took)
                 emit(bench="spawn_to_ready", backend="local", variant=name, round=i, seconds=round(took, 3))
         latency_while_spawning(many, args.parallel)

@@ -20,7 +20,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -68,20 +67,6 @@ def start_seconds(hub: CloudHub, offset: int) -> tuple[float | None, int]:
             end = datetime.fromisoformat(m.group(1))
     took = (end - begin).total_seconds() if begin and end else None
     return took, len(text)
-
-
-def spawn_to_ready(hub: CloudHub, options: dict | None) -> float:
-    t0 = time.perf_counter()
-    r = hub.spawn("alice", options=options)
-    if r.status_code not in (201, 202):
-        raise RuntimeError(f"spawn refused: {r.status_code} {r.text}")
-    while not hub.servers("alice").get("", {}).get("ready"):
-        if time.perf_counter() - t0 > 180:
-            raise RuntimeError("not ready after 180 s:\n" + hub.log_tail())
-        time.sleep(0.05)
-    took = time.perf_counter() - t0
-    hub.stop_server("alice")
-    return took
 
 
 def profile(backend: str, image: str) -> dict:
@@ -146,8 +131,9 @@ def main() -> int:
                 started.append(hub)
                 hub.login("alice")
             options = {"profile": f"bench-{backend}"}
-            spawn_to_ready(cloud, options)  # warm-up: imports, image layers, caches
-            spawn_to_ready(plain, {})
+            for hub, opts in ((cloud, options), (plain, {})):  # warm-up: imports, image layers, caches
+                hub.spawn_to_ready("alice", opts)
+                hub.stop_server("alice")
             variants = {"cloud": (cloud, options), "plain": (plain, {})}
             times: dict[str, list[float]] = {k: [] for k in variants}
             starts: dict[str, list[float]] = {k: [] for k in variants}
@@ -155,7 +141,8 @@ def main() -> int:
             for i in range(args.rounds):
                 for name in list(variants) if i % 2 == 0 else list(variants)[::-1]:
                     hub, opts = variants[name]
-                    took = spawn_to_ready(hub, opts)
+                    took = hub.spawn_to_ready("alice", opts)
+                    hub.stop_server("alice")
                     start, offsets[name] = start_seconds(hub, offsets[name])
                     times[name].append(took)
                     if start is not None:

@@ -86,6 +86,18 @@ class CloudHub(Hub):
             time.sleep(0.3)
         raise AssertionError(f"{user}/{server!r} not ready after {timeout} s: {self.log_tail()}")
 
+    def spawn_to_ready(self, user: str, options: dict | None, timeout: float = 180) -> float:
+        """Seconds from the REST API's POST until the hub reports the server ready (benchmarks)."""
+        t0 = time.perf_counter()
+        r = self.spawn(user, options=options)
+        if r.status_code not in (201, 202):
+            raise RuntimeError(f"spawn refused: {r.status_code} {r.text}")
+        while not self.servers(user).get("", {}).get("ready"):
+            if time.perf_counter() - t0 > timeout:
+                raise RuntimeError(f"not ready after {timeout} s:\n" + self.log_tail())
+            time.sleep(0.05)
+        return time.perf_counter() - t0
+
     def stop_server(self, user: str, server: str = "", timeout: float = 60) -> None:
         path = f"/users/{user}/servers/{server}" if server else f"/users/{user}/server"
         r = self.api("DELETE", path)
