@@ -136,7 +136,9 @@ class Dockerd:
     def _take_data_root(self, say) -> None:
         """One dockerd per data root: another test session on this machine makes us wait."""
         self.data_root.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.data_root.parent / "docker.lock", "w")  # noqa: SIM115 (held until stop)
+        # One lock per data root (the demo's dockerd in the tests has its own beside the tests' one).
+        lock = self.data_root.with_name(self.data_root.name + ".lock")
+        self._lock = open(lock, "w")  # noqa: SIM115 (held until stop)
         deadline = time.monotonic() + self.lock_timeout
         told = False
         while True:
