@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-import urllib.request
 from types import SimpleNamespace
 
 import pytest
@@ -19,6 +18,7 @@ from jhub_cloud.policy.types import Resources
 from jhub_cloud.spawner.backends.docker import DockerChild
 from jhub_cloud.spawner.builders.docker import child_settings
 from jhub_cloud.spawner.target import SpawnTarget
+from tests.testbed.web import wait_up
 
 MiB = 1024**2
 # Serves 200 "up <user>" on the port in JUPYTERHUB_SERVICE_URL, at the address it names.
@@ -69,20 +69,6 @@ def make_child(resources: Resources, target: SpawnTarget, cfg: dict, cmd=CMD) ->
 
 def res(image, **kw) -> Resources:
     return Resources(**{"backend": "docker", "image": image, "cpu": 0.5, "memory_bytes": 256 * MiB, **kw})
-
-
-def get(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=5) as r:
-        return r.read().decode()
-
-
-async def wait_up(url: str, timeout: float = 30) -> str:
-    for _ in range(int(timeout * 5)):
-        try:
-            return await asyncio.to_thread(get, url)
-        except OSError:
-            await asyncio.sleep(0.2)
-    raise AssertionError(f"{url} never answered")
 
 
 def test_host_network_limits_and_nothing_left(docker_host, lab_image):

@@ -14,7 +14,6 @@ import os
 import re
 import threading
 import time
-import urllib.request
 from types import SimpleNamespace
 
 import pytest
@@ -25,6 +24,7 @@ from jhub_cloud.spawner.backends.slurm import SlurmChild
 from jhub_cloud.spawner.builders.slurm import child_settings
 from jhub_cloud.spawner.target import SpawnTarget
 from tests.testbed.paths import free_port
+from tests.testbed.web import wait_up
 
 MiB = 1024**2
 SERVE = """#!/usr/bin/env python3
@@ -125,20 +125,6 @@ def make_child(hub_api, resources, target, cfg, cmd) -> SlurmChild:
                        startup_poll_interval=0.2, **settings)
     hub_api.children.append(child)
     return child
-
-
-def get(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=5) as r:
-        return r.read().decode()
-
-
-async def wait_up(url: str, timeout: float = 30) -> str:
-    for _ in range(int(timeout * 5)):
-        try:
-            return await asyncio.to_thread(get, url)
-        except OSError:
-            await asyncio.sleep(0.2)
-    raise AssertionError(f"{url} never answered")
 
 
 def scontrol(slurm, job_id: str) -> dict:
