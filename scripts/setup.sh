@@ -56,8 +56,13 @@ if [ ! -x "$PREFIX/venv/bin/python" ]; then
 fi
 stamp="$PREFIX/venv/.jhub-cloud-deps"
 want=$(cat "$here/setup.cfg" "$here/sts_wire/pyproject.toml" | sha256sum | cut -c1-16)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! "$PREFIX/venv/bin/python" -c 'import jhub_cloud, sts_wire' 2>/dev/null \
-   || [ "$("$PREFIX/venv/bin/python" -c 'import jhub_cloud, os; print(os.path.dirname(os.path.dirname(jhub_cloud.__file__)))' 2>/dev/null)" != "$here" ]; then
+# Where the venv finds both packages (run from / so the current folder cannot shadow them): a venv
+# installed from another checkout would test that checkout's code, and containers that mount only
+# this checkout would not find it at all.
+installed_from=$(cd / && "$PREFIX/venv/bin/python" -c 'import jhub_cloud, sts_wire, os
+d = os.path.dirname
+print(d(d(jhub_cloud.__file__)), d(d(sts_wire.__file__)))' 2>/dev/null || true)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || [ "$installed_from" != "$here $here" ]; then
   # Two distributions, both editable: sts-wire (built from sts_wire/, what notebook images
   # install) and jhub-cloud, which depends on it.
   step "pip install -e $here/sts_wire -e $here[test]"
