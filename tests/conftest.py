@@ -10,4 +10,5 @@ pytest_plugins = [
     "tests.testbed.browser",
     "tests.testbed.seaweedfs",
     "tests.testbed.ceph",
+    "tests.testbed.reliability",
 ]
