@@ -4,7 +4,8 @@
 // SHAPE (default | keycloak | iam | egi: which real IdP the tokens look like, see shapeTokens),
 // ROTATE (1: a new refresh token on every refresh, the old one refused), REFRESH_ID_TOKEN (0: refresh
 // answers carry no id_token), FAULTS (JSON file, re-read on every request: {"/token": {"status": 503}}
-// or {"/token": {"delay_ms": 15000}} to play an IdP in trouble), EVENTS (JSON-lines file: one line per
+// or {"/token": {"delay_ms": 15000}} to play an IdP in trouble; {"body": "...", "type": "json"} answers
+// that text as it is, {"huge_mb": 30} a JSON document that large: a malformed or huge answer), EVENTS (JSON-lines file: one line per
 // token endpoint answer, for tests that count refreshes).
 import fs from 'node:fs';
 import https from 'node:https';
@@ -190,6 +191,12 @@ function shapeAccessToken(p, clientId, audience) {
 provider.use(async (ctx, next) => {
   const fault = faults()[ctx.path];
   if (fault?.delay_ms) await new Promise((r) => { setTimeout(r, fault.delay_ms); });
+  if (fault && (fault.body !== undefined || fault.huge_mb)) {
+    logEvent({ path: ctx.path, fault: 'body' });
+    ctx.status = fault.status || 200; ctx.type = fault.type || 'json';
+    ctx.body = fault.huge_mb ? Buffer.from(`{"pad": "${'x'.repeat(fault.huge_mb * 1048576)}"}`) : fault.body;
+    return;
+  }
   if (fault?.status) {
     logEvent({ path: ctx.path, fault: fault.status });
     ctx.status = fault.status; ctx.type = 'json'; ctx.body = { error: 'temporarily_unavailable' };

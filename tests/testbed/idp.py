@@ -29,7 +29,8 @@ Fixtures (tests/testbed/fixtures.py): ``idp`` is the session's default-shape pro
 starts another provider (stopped at the end of the session) and returns its ``IdP``.
 
 Test controls on an instance: ``set_groups(user, groups)``; ``fault(path, status=503)`` or
-``fault(path, delay=15)`` as a context manager (the provider answers that path with the status,
+``fault(path, delay=15)``, ``fault(path, body="<html>")``, ``fault(path, huge_mb=30)`` as a context
+manager (the provider answers that path with the status, a body as it is, a huge JSON document,
 or only after the delay, e.g. ``"/token"``, ``"/me"``); ``events(since=...)`` lists its token
 endpoint answers (``grant``, ``client``, ``status``, ``sub``, ``rotated``) and userinfo calls;
 ``refreshes(sub)`` counts successful refresh grants.
@@ -151,10 +152,16 @@ class IdP:
         tmp.replace(self.users_file)
 
     @contextlib.contextmanager
-    def fault(self, path: str, status: int | None = None, delay: float | None = None):
+    def fault(self, path: str, status: int | None = None, delay: float | None = None,
+              body: str | None = None, content_type: str = "json", huge_mb: int | None = None):
         """While inside: the provider answers `path` ("/token", "/me", ...) with `status`, or only
-        after `delay` seconds (a hung IdP)."""
+        after `delay` seconds (a hung IdP), or with `body` as it is (a malformed answer), or with a
+        JSON document of `huge_mb` MiB."""
         f = {}
+        if body is not None:
+            f.update(body=body, type=content_type)
+        if huge_mb is not None:
+            f["huge_mb"] = huge_mb
         if status is not None:
             f["status"] = status
         if delay is not None:
