@@ -1,0 +1,234 @@
+"""No secret in clear after an end-to-end run, on each backend (tests/testbed/secrets.py).
+
+alice logs in for real through the IdP, starts a server with her bucket and scratch mounted by
+sts-wire, writes a file through the server, and stops it. While the server runs and after, the
+scanner searches the hub's and the services' logs, `ps` snapshots, the command line and
+environment of every process of the server, the hub's database, Slurm job scripts and their
+output, `docker inspect` and the Kubernetes objects the hub sent, for her tokens, the hub's
+client secret and crypt key, and the S3 keys sts-wire got; the files that hold secrets must be
+0600 and belong to their user.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import requests
+
+from tests.test_backend_docker import _container_env, docker_host, docker_hub, lab_image  # noqa: F401
+from tests.test_backend_slurm import slurm_env, slurm_hub  # noqa: F401
+from tests.test_spawner_storage import fuse_for_users, hub  # noqa: F401
+from tests.testbed.cloudhub import CloudHub, user_processes
+from tests.testbed.hub import server_environ
+from tests.testbed.kubeapi import KubeApi
+from tests.testbed.paths import VENV_BIN, free_port
+from tests.testbed.procs import stop_pid
+from tests.testbed.secrets import SecretScan, descendants, on_host
+
+
+def _write_through_server(h, token: str, path: str, text: str) -> None:
+    r = requests.put(f"{h.url}/user/alice/api/contents/{path}", timeout=30,
+                     headers={"Authorization": f"token {token}"},
+                     json={"type": "file", "format": "text", "content": text})
+    assert r.status_code in (200, 201), r.text
+
+
+def _wait_object(seaweedfs, bucket: str, key: str, timeout: float = 30) -> bytes | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return seaweedfs.admin_s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+        except Exception:  # noqa: BLE001 (uploaded after close(): not there yet)
+            time.sleep(0.5)
+    return None
+
+
+def _sts_wire_pids(procs: list[psutil.Process]) -> list[int]:
+    out = []
+    for p in procs:
+        try:
+            if any(a.endswith("sts-wire") for a in p.cmdline()[:2]):
+                out.append(p.pid)
+        except psutil.Error:
+            pass
+    return out
+
+
+def _scan_hub_side(scan: SecretScan, h, run_dir: Path) -> None:
+    """After the run: every log of this session's services, the hub's database, its 0600 files."""
+    scan.scan_logs(run_dir)
+    scan.scan_db(h.dir / "data" / "jupyterhub.sqlite")
+    scan.check_private(h.dir / "data" / "jupyterhub_cookie_secret", 0)
+    scan.check_private(h.dir / "api_token", 0)
+
+
+def _while_running(scan: SecretScan, h, procs: list[psutil.Process], label: str) -> list[Path]:
+    """The secrets as they are now (tokens of this login, S3 keys), then the live places;
+    returns sts-wire's runtime folders."""
+    scan.collect_hub(h, ["alice"])
+    wires = _sts_wire_pids(procs)
+    assert wires, f"no sts-wire among the server's processes ({label})"
+    assert sum(scan.collect_sts_keys(pid) for pid in wires) >= 1, "sts-wire's keys were not found"
+    assert sum(scan.check_sts_wire_files(pid) for pid in wires) >= 1  # keys.json (and token)
+    scan.scan_ps(label)
+    scan.scan_processes(procs, label)
+    return [b for pid in wires for b in scan.scan_sts_wire_folder(pid)]
+
+
+def test_local_run_leaves_no_secret_in_clear(hub, seaweedfs, run_dir, reliability):  # noqa: F811
+    # A real login through the IdP (the fixture logged alice in; again, for fresh tokens).
+    _, r = hub.login("alice")
+    assert r.status_code == 302, r.text[:300]
+    scan = SecretScan()
+    scan.collect_hub(hub, ["alice"])
+    r = hub.spawn("alice", options={"profile": "physics-cpu", "cpu": 1, "memory": "1G"})
+    assert r.status_code in (201, 202), r.text
+    try:
+        hub.wait_ready("alice", timeout=120)
+        env = server_environ(hub, "alice")
+        _write_through_server(hub, env["JUPYTERHUB_API_TOKEN"], "alice/secret-scan.txt", "local\n")
+        assert _wait_object(seaweedfs, "alice", "secret-scan.txt") == b"local\n"
+        bases = _while_running(scan, hub, user_processes("alice"), "local server running")
+    finally:
+        hub.stop_server("alice")
+    for base in bases:  # sts-wire's last logs, kept after the stop
+        scan.scan_folder(on_host(base), "sts-wire runtime file")
+    scan.scan_ps("after stop")
+    _scan_hub_side(scan, hub, run_dir)
+    assert scan.leaks == [], scan.leaks
+    assert {"OAuth client secret", "crypt key", "alice's refresh_token", "S3 session token"} <= \
+        set(scan.secrets.values())
+    reliability.record("secrets.local", scan.summary())
+
+
+def test_docker_run_leaves_no_secret_in_clear(docker_hub, docker_host, seaweedfs, run_dir, reliability):  # noqa: F811
+    h = docker_hub
+    _, r = h.login("alice")
+    assert r.status_code == 302, r.text[:300]
+    scan = SecretScan()
+    scan.collect_hub(h, ["alice"])
+    r = h.spawn("alice", options={"profile": "physics-docker", "cpu": 0.5, "memory": "512M"})
+    assert r.status_code in (201, 202), r.text + h.log_tail(60)
+    try:
+        h.wait_ready("alice", timeout=120)
+        env = _container_env(docker_host, "jhub-alice")
+        _write_through_server(h, env["JUPYTERHUB_API_TOKEN"], "alice/secret-scan.txt", "docker\n")
+        assert _wait_object(seaweedfs, "alice", "secret-scan.txt") == b"docker\n"
+        info = docker_host.client().api.inspect_container("jhub-alice")
+        procs = descendants(info["State"]["Pid"])  # every process in the container
+        _while_running(scan, h, procs, "docker server running")
+        own = (env["JUPYTERHUB_API_TOKEN"],)
+        scan.scan_text("docker inspect jhub-alice", json.dumps(info), "docker inspect", allowed=own)
+        scan.scan_text("docker logs jhub-alice", docker_host.docker("logs", "jhub-alice").stdout
+                       + docker_host.docker("logs", "jhub-alice").stderr, "log file")
+    finally:
+        h.stop_server("alice")
+    scan.scan_ps("after stop")
+    _scan_hub_side(scan, h, run_dir)
+    assert scan.leaks == [], scan.leaks
+    assert {"OAuth client secret", "crypt key", "alice's refresh_token", "S3 session token"} <= \
+        set(scan.secrets.values())
+    reliability.record("secrets.docker", scan.summary())
+
+
+def test_slurm_run_leaves_no_secret_in_clear(slurm_hub, slurm_env, seaweedfs, run_dir, reliability):  # noqa: F811
+    h, slurm = slurm_hub, slurm_env
+    _, r = h.login("alice")
+    assert r.status_code == 302, r.text[:300]
+    scan = SecretScan()
+    scan.collect_hub(h, ["alice"])
+    r = h.spawn("alice", options={"profile": "physics-slurm-gpu", "gpus": 0})
+    assert r.status_code in (201, 202), r.text + h.log_tail(60)
+    job_id = None
+    try:
+        h.wait_ready("alice", timeout=120)
+        job_id = h.user("alice")["servers"][""]["state"]["child"]["job_id"]
+        env = server_environ(h, "alice")
+        own = (env["JUPYTERHUB_API_TOKEN"],)
+        _write_through_server(h, env["JUPYTERHUB_API_TOKEN"], "alice/secret-scan.txt", "slurm\n")
+        assert _wait_object(seaweedfs, "alice", "secret-scan.txt") == b"slurm\n"
+        bases = _while_running(scan, h, user_processes("alice"), "slurm job running")
+        script = slurm.run("scontrol", "write", "batch_script", job_id, "-").stdout
+        assert "#SBATCH" in script
+        scan.scan_text(f"job script of {job_id}", script, "job script")
+        # What slurmctld keeps of the job: its script and the environment it was submitted with.
+        for f in (slurm.dir / "state").glob(f"hash.*/job.{job_id}/*"):
+            scan.scan_text(str(f), f.read_bytes(), "job script" if f.name == "script" else "job environment",
+                           allowed=own)
+    finally:
+        h.stop_server("alice")
+    assert job_id and slurm.wait_job(job_id, timeout=30) in ("CANCELLED", "COMPLETED")
+    for base in bases:  # sts-wire's last logs, kept after the stop
+        scan.scan_folder(on_host(base), "sts-wire runtime file")
+    output = Path(f"~alice/.jhub-cloud-slurm-{job_id}.log").expanduser()
+    assert output.exists(), output
+    scan.scan_file(output, "job output")
+    scan.scan_ps("after stop")
+    _scan_hub_side(scan, h, run_dir)
+    assert scan.leaks == [], scan.leaks
+    assert {"OAuth client secret", "crypt key", "alice's refresh_token", "S3 session token"} <= \
+        set(scan.secrets.values())
+    reliability.record("secrets.slurm", scan.summary())
+
+
+def test_kubernetes_objects_hold_no_secret_but_the_servers_own_token(idp, seaweedfs, run_dir, tmp_path, reliability):
+    """A real hub with the Kubernetes backend and mounts, against the loopback API server: every
+    object the hub sent (pod, PVC, ...) is searched; only the pod's own API token may be there."""
+    api = KubeApi(namespaces=("jhub",)).start()
+    port = free_port()
+    servers: list[subprocess.Popen] = []
+
+    def kubelet(pod: dict) -> None:  # run the pod's server here, with the pod's environment
+        env = {e["name"]: e.get("value", "") for e in pod["spec"]["containers"][0].get("env", [])}
+        env.update(PATH=os.environ["PATH"], HOME=str(tmp_path))
+        servers.append(subprocess.Popen([str(VENV_BIN / "jupyterhub-singleuser"), "--allow-root",
+                                         f"--ServerApp.root_dir={tmp_path}"], env=env,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    api.on_running = kubelet
+    extra = {
+        "backends": {"kubernetes": {"namespace": "jhub", "home_size": "1Gi", "start_timeout": 60}},
+        "groups": {g: {"max_servers": 1, "max_cpu": 1, "max_memory": "1G", "max_gpus": 0}
+                   for g in ("physics", "cms", "admins")},
+        "profiles": [{"name": "pod", "display_name": "Pod", "backend": "kubernetes", "groups": ["physics"],
+                      "mounts": [{"bucket": "{username}", "path": "/s3/{username}"}],
+                      "choices": {"image": {"options": ["jhub-cloud/lab:latest"]}, "cpu": {"options": [1]},
+                                  "memory": {"options": ["1G"]}}}],
+        "storage": {"s3_endpoint": seaweedfs.endpoint, "provider": "SeaweedFS",
+                    "role_arn": seaweedfs.role_arn, "region": seaweedfs.region, "mount_roots": ["/s3"]},
+    }
+    os.environ["KUBECONFIG"] = str(api.write_kubeconfig(tmp_path / "kubeconfig"))
+    try:
+        h = CloudHub(idp, run_dir / "hub-secrets-kube", extra=extra,
+                       hub_config=f"c.KubernetesChild.port = {port}\n").start()
+    finally:
+        del os.environ["KUBECONFIG"]
+    try:
+        _, r = h.login("alice")
+        assert r.status_code == 302, r.text[:300]
+        assert h.spawn("alice", options={"profile": "pod"}).status_code in (201, 202)
+        h.wait_ready("alice", timeout=120)
+        scan = SecretScan()
+        scan.collect_hub(h, ["alice"])
+        h.stop_server("alice")
+        (pod_post,) = api.requests_for("POST", "pods")
+        env = {e["name"]: e.get("value") for e in pod_post["body"]["spec"]["containers"][0]["env"]}
+        assert json.loads(env["STS_WIRE_SPEC"])["token"] == {"source": "hub"}
+        own = (env["JUPYTERHUB_API_TOKEN"],)
+        sent = [q for q in api.requests if q.get("body")]
+        for q in sent:
+            scan.scan_text(f"{q['method']} {q['path']}", json.dumps(q["body"]), "Kubernetes object", allowed=own)
+        assert len(sent) >= 2  # the PVC and the pod at least
+        scan.scan_logs(h.dir)
+    finally:
+        h.stop()
+        for p in servers:
+            stop_pid(p.pid)
+        api.stop()
+    assert scan.leaks == [], scan.leaks
+    reliability.record("secrets.kubernetes", scan.summary())
