@@ -17,6 +17,7 @@ import requests
 import tenacity
 
 from .core import jwt as corejwt
+from .core.answers import AnswerError, NotJson, bounded_json
 from .core.oidc import DiscoveryError, fetch_jwks
 from .core.oidc import discover as core_discover
 from .errors import Exit, StsWireError
@@ -54,6 +55,7 @@ class Http:
         random wait (jitter: many servers that lost the IdP together do not come back together).
         TLS failures are not retried: they do not heal by themselves."""
         kw.setdefault("timeout", TIMEOUT)
+        kw.setdefault("stream", True)  # the body is read by _json, bounded in size and time
         retrying = tenacity.Retrying(retry=tenacity.retry_if_exception(_transient), reraise=True,
                                      stop=tenacity.stop_after_attempt(RETRIES),
                                      wait=tenacity.wait_random_exponential(multiplier=0.5, max=4))
@@ -88,10 +90,14 @@ def _short(e: BaseException) -> str:
 
 
 def _json(r: requests.Response) -> dict:
+    """The JSON object of an answer, {} if it is not one; an answer too large or too slow to read
+    (a broken or hostile server) is an error, never read unbounded into memory."""
     try:
-        doc = r.json()
-    except ValueError:
+        doc = bounded_json(r, deadline=TIMEOUT[1])
+    except NotJson:
         return {}
+    except AnswerError as e:
+        raise StsWireError(f"{_origin(r.url)}: {e}", Exit.IDP_UNREACHABLE) from None
     return doc if isinstance(doc, dict) else {}
 
 

@@ -13,6 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tornado.web import HTTPError
 
 from jhub_cloud.auth.authenticator import IAMAuthenticator
+from sts_wire.errors import Exit, StsWireError
+from sts_wire.idp import verified_claims
 from tests.testbed.idp import AUDIENCE
 
 
@@ -62,31 +64,103 @@ async def test_forged_token_with_the_real_key_is_accepted(idp, authenticator):
     assert model["groups"] == ["admins", "cms", "physics"]
 
 
-@pytest.mark.parametrize("case", ["other-key", "alg-none", "other-issuer", "other-audience", "expired",
-                                  "hmac-with-public-key", "garbage"])
-async def test_bad_access_token_gives_no_groups_and_no_login(idp, authenticator, case):
+def tampered(idp) -> str:
+    # A real token of bob's with "admins" slipped into its claims; the signature is the IdP's own.
+    h, payload, sig = idp.login("bob")["access_token"].split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["groups"] = [*claims.get("groups", []), "admins"]
+    body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    return f"{h}.{body}.{sig}"
+
+
+def _claims(idp, **update) -> dict:
     now = int(time.time())
-    if case == "other-key":
-        bad = forge(idp, {}, key=rsa.generate_private_key(public_exponent=65537, key_size=2048))
-    elif case == "alg-none":
-        bad = alg_none({"iss": idp.issuer, "aud": AUDIENCE, "sub": "alice", "groups": ["admins"], "exp": now + 600})
-    elif case == "other-issuer":
-        bad = forge(idp, {"iss": "https://evil.example"})
-    elif case == "other-audience":
-        bad = forge(idp, {"aud": "some-other-service"})
-    elif case == "expired":
-        bad = forge(idp, {"iat": now - 7200, "exp": now - 3600})
-    elif case == "hmac-with-public-key":
-        # The classic confusion attack: HMAC "signed" with the issuer's public key as the secret.
-        bad = hmac_signed({"iss": idp.issuer, "aud": AUDIENCE, "sub": "alice", "exp": now + 600},
-                          idp.pki.sig_cert.read_bytes())
-    else:
-        bad = "not.a.jwt"
+    return {"iss": idp.issuer, "aud": AUDIENCE, "sub": "alice", "groups": ["admins"], "exp": now + 600, **update}
+
+
+def _without(claims: dict, key: str) -> dict:
+    return {k: v for k, v in claims.items() if k != key}
+
+
+# (case, token maker, words the refusal must contain): each must be refused by the hub's
+# authenticator and by sts-wire's check, with the reason named.
+BAD_TOKENS = [
+    ("other-key", lambda idp: forge(idp, {}, key=rsa.generate_private_key(public_exponent=65537, key_size=2048)),
+     "signature does not match"),
+    ("tampered-claims", tampered, "signature does not match"),
+    ("tampered-signature", lambda idp: forge(idp, {})[:-8] + "AAAAAAAA", "signature does not match"),
+    ("alg-none", lambda idp: alg_none(_claims(idp)), "algorithm 'none' is not accepted"),
+    # The classic confusion attack: HMAC "signed" with the issuer's public key as the secret.
+    ("hmac-with-public-key", lambda idp: hmac_signed(_claims(idp), idp.pki.sig_cert.read_bytes()),
+     "algorithm 'HS256' is not accepted"),
+    ("expired", lambda idp: forge(idp, {"iat": int(time.time()) - 7200, "exp": int(time.time()) - 3600}), "expired"),
+    ("not-yet-valid", lambda idp: forge(idp, {"nbf": int(time.time()) + 3600}), "not valid yet"),
+    ("issued-in-the-future", lambda idp: forge(idp, {"iat": int(time.time()) + 3600}), "not valid yet"),
+    ("other-issuer", lambda idp: forge(idp, {"iss": "https://evil.example"}), "issuer"),
+    ("other-audience", lambda idp: forge(idp, {"aud": "some-other-service"}), "audience"),
+    ("missing-exp", lambda idp: jwt.encode(_without(_claims(idp), "exp"), _sig_key(idp), algorithm="RS256",
+                                           headers={"kid": "sig-1"}), "no 'exp' claim"),
+    ("missing-iss", lambda idp: jwt.encode(_without(_claims(idp), "iss"), _sig_key(idp), algorithm="RS256",
+                                           headers={"kid": "sig-1"}), "no 'iss' claim"),
+    ("unknown-kid", lambda idp: forge(idp, {}, headers={"kid": "rotated-away"}), "unknown key"),
+    # 1 MB, signed with the IdP's real key: refused for its size alone, before any parsing.
+    ("oversized", lambda idp: forge(idp, {"pad": "x" * (1 << 20)}), "more than the 65536"),
+    ("garbage", lambda idp: "not.a.jwt", "not a JWT"),
+    ("not-base64", lambda idp: "%%%.&&&.***", "not a JWT"),
+    ("no-dots", lambda idp: "x" * 300, "not a JWT"),
+    ("a-number", lambda idp: 12345, "not a JWT"),
+]
+_IDS = [c[0] for c in BAD_TOKENS]
+
+
+async def hub_refusal(idp, authenticator, bad) -> str:
+    """The hub's refusal message for a login whose access token is `bad` (no model is made)."""
     tok = idp.login("alice")
     with pytest.raises(HTTPError) as e:
         await authenticator._token_to_auth_model({**tok, "access_token": bad})
     assert e.value.status_code == 403
     assert "access token is invalid" in e.value.log_message
+    return e.value.log_message
+
+
+def sts_wire_refusal(idp, bad) -> str:
+    """sts-wire's refusal (`sts-wire check` verifies the token it would send to the STS)."""
+    with pytest.raises(StsWireError) as e:
+        verified_claims(bad, idp.issuer, str(idp.pki.ca_cert), audience=AUDIENCE)
+    assert e.value.code == Exit.TOKEN
+    return e.value.message
+
+
+@pytest.mark.parametrize("case,make,expected", BAD_TOKENS, ids=_IDS)
+async def test_bad_access_token_gives_no_groups_and_no_login(idp, authenticator, case, make, expected):
+    msg = await hub_refusal(idp, authenticator, make(idp))
+    assert expected in msg, msg
+    assert len(msg) < 400 and "x" * 100 not in msg  # the reason, never the token
+
+
+@pytest.mark.parametrize("case,make,expected", BAD_TOKENS, ids=_IDS)
+def test_bad_access_token_is_refused_by_sts_wire(idp, case, make, expected):
+    msg = sts_wire_refusal(idp, make(idp))
+    assert expected in msg or (case == "expired" and "has expired" in msg), msg
+    assert len(msg) < 400 and "x" * 100 not in msg
+
+
+async def test_the_bad_token_corpus_is_refused_everywhere(idp, authenticator, reliability):
+    """The whole corpus once more, counted for the reliability report; a good token passes both."""
+    refused = 0
+    for case, make, expected in BAD_TOKENS:
+        bad = make(idp)
+        hub_msg = await hub_refusal(idp, authenticator, bad)
+        sts_msg = sts_wire_refusal(idp, bad)
+        assert expected in hub_msg, (case, hub_msg)
+        assert expected in sts_msg or "has expired" in sts_msg, (case, sts_msg)
+        refused += 1
+    good = forge(idp, {})
+    assert verified_claims(good, idp.issuer, str(idp.pki.ca_cert), audience=AUDIENCE)["sub"] == "alice"
+    model = await authenticator._token_to_auth_model({**idp.login("alice"), "access_token": good})
+    assert model["name"] == "alice"
+    reliability.record("bad.tokens", f"{refused} of {len(BAD_TOKENS)} bad access tokens refused by the hub "
+                                     "and by sts-wire, each naming the reason; a well-signed one passes both")
 
 
 async def test_bad_id_token_is_refused(idp, authenticator):

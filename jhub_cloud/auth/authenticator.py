@@ -10,11 +10,13 @@ token or the userinfo endpoint, login refused outside `allowed_groups`, admin fr
 from __future__ import annotations
 
 import asyncio
+import json
 from inspect import isawaitable
 
 from oauthenticator.generic import GenericOAuthenticator
 from oauthenticator.oauth2 import OAuthLoginHandler
 from tornado.httpclient import HTTPClientError
+from tornado.simple_httpclient import HTTPTimeoutError
 from tornado.web import HTTPError
 from traitlets import Bool, Dict, Enum, Float, Int, List, Unicode, default, validate
 
@@ -29,6 +31,10 @@ from .token_api import HANDLERS as TOKEN_API_HANDLERS
 
 # Token response fields worth keeping (the raw response may carry provider-specific extras).
 _TOKEN_FIELDS = ("access_token", "refresh_token", "id_token", "token_type", "scope", "expires_in")
+
+
+class AnswerTooLarge(Exception):
+    """The IdP's answer grew past idp_max_answer_bytes (raised inside the streaming callback)."""
 
 
 class IAMLoginHandler(OAuthLoginHandler):
@@ -92,6 +98,9 @@ class IAMAuthenticator(RefreshMixin, GenericOAuthenticator):
                             help="Seconds to keep retrying discovery while the IdP cannot be reached.")
     idp_timeout = Float(10, config=True,
                         help="Seconds to wait for the IdP on each request (token, userinfo, keys).")
+    idp_max_answer_bytes = Int(1 << 20, config=True,
+                               help="""Largest answer accepted from the IdP (token, userinfo, keys), in
+                               bytes; a larger one is cut off and refused (real answers are a few KiB).""")
 
     @validate("jwt_algorithms")
     def _validate_algorithms(self, proposal):
@@ -188,10 +197,40 @@ class IAMAuthenticator(RefreshMixin, GenericOAuthenticator):
         return super().get_handlers(app) + TOKEN_API_HANDLERS
 
     async def httpfetch(self, url, label="fetching", parse_json=True, raise_error=True, **kwargs):
-        # A bounded wait: a hung IdP must not hold a login or a refresh forever.
+        """OAuthenticator's fetch, bounded: a hung IdP must not hold a login or a refresh forever,
+        and a huge answer is cut off at `idp_max_answer_bytes` instead of filling memory. A JSON
+        answer must be an object; a broken answer is a 502 (504 when too slow) that says so, which
+        a refresh treats as the IdP being in trouble (the user stays logged in)."""
         kwargs.setdefault("request_timeout", self.idp_timeout)
         kwargs.setdefault("connect_timeout", self.idp_timeout)
-        return await super().httpfetch(url, label, parse_json, raise_error, **kwargs)
+        if not parse_json or "streaming_callback" in kwargs:
+            return await super().httpfetch(url, label, parse_json, raise_error, **kwargs)
+        body = bytearray()
+        limit = self.idp_max_answer_bytes
+
+        def collect(chunk: bytes) -> None:
+            body.extend(chunk)
+            if len(body) > limit:
+                raise AnswerTooLarge(f"more than the {limit} bytes accepted (idp_max_answer_bytes)")
+
+        what = f"{label[:1].lower()}{label[1:]}"  # "Fetching JWKS" -> "fetching JWKS"
+        try:
+            resp = await super().httpfetch(url, label, False, raise_error, streaming_callback=collect, **kwargs)
+        except AnswerTooLarge as e:
+            self.log.error("Refusing the identity provider's answer while %s: %s", what, e)
+            raise HTTPError(502, f"The identity provider's answer while {what} is {e}.") from None
+        except HTTPTimeoutError:
+            raise HTTPError(504, f"The identity provider did not answer in {self.idp_timeout:g} s while {what}: "
+                                 "try again later.") from None
+        try:
+            doc = json.loads(body.decode("utf-8"))
+        except ValueError:
+            ctype = resp.headers.get("Content-Type", "no content type")
+            self.log.error("The identity provider's answer while %s is not JSON (%s)", what, ctype)
+            raise HTTPError(502, f"The identity provider's answer while {what} is not JSON ({ctype}).") from None
+        if not isinstance(doc, dict):
+            raise HTTPError(502, f"The identity provider's answer while {what} is not a JSON object.")
+        return doc
 
     async def get_token_info(self, handler, params):
         await self.ensure_discovered()

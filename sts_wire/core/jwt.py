@@ -66,7 +66,16 @@ class KeySet:
         return self.keys.get(kid)
 
 
+# Real access tokens are a few KiB even with many groups; anything far larger is not one of them
+# and is refused before any parsing.
+MAX_TOKEN_CHARS = 64 * 1024
+
+
 def header(token: str) -> dict:
+    if not isinstance(token, str):
+        raise TokenInvalid(f"not a JWT (a {type(token).__name__}, not a string)")
+    if len(token) > MAX_TOKEN_CHARS:
+        raise TokenInvalid(f"{len(token)} characters long, more than the {MAX_TOKEN_CHARS} a token may have")
     try:
         return jwt.get_unverified_header(token)
     except jwt.PyJWTError as e:
@@ -90,6 +99,8 @@ def verify(token: str, keys: KeySet, issuer: str, audiences: list[str] | None,
                           options={"require": ["exp", "iss"], "verify_aud": audiences is not None})
     except jwt.ExpiredSignatureError:
         raise TokenInvalid("expired") from None
+    except jwt.ImmatureSignatureError:
+        raise TokenInvalid("not valid yet (nbf or iat in the future: is a clock wrong?)") from None
     except (jwt.InvalidAudienceError, jwt.MissingRequiredClaimError) as e:
         if isinstance(e, jwt.MissingRequiredClaimError) and e.claim != "aud":
             raise TokenInvalid(f"has no {e.claim!r} claim") from None
@@ -155,6 +166,8 @@ class AsyncVerifier(_Verifier):
 def unverified_claims(token: str) -> dict:
     """Claims WITHOUT verification: only for a token we obtained ourselves from the token endpoint,
     to schedule its renewal. Never use them to decide anything about a user."""
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS:
+        return {}
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError:

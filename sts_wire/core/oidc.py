@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 
 import requests
 
+from .answers import AnswerError, bounded_json
+
 # What every user of the document needs; callers add more (authorization_endpoint for a login,
 # device_authorization_endpoint for the device flow).
 REQUIRED = ("issuer", "token_endpoint", "jwks_uri")
@@ -94,7 +96,7 @@ def discover(issuer: str, *, verify: bool | str = True, timeout: float = 10, ret
     delay = 0.5
     while True:
         try:
-            r = http.get(url, verify=verify, timeout=timeout, headers={"Accept": "application/json"})
+            r = http.get(url, verify=verify, timeout=timeout, headers={"Accept": "application/json"}, stream=True)
             break
         except requests.exceptions.SSLError as e:
             raise DiscoveryError(f"OpenID discovery at {url}: the IdP's TLS certificate is not trusted ({e}). "
@@ -107,12 +109,13 @@ def discover(issuer: str, *, verify: bool | str = True, timeout: float = 10, ret
             time.sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311 (jitter, not a secret)
             delay = min(delay * 2, 5)
     if r.status_code != 200:
+        r.close()
         raise DiscoveryError(f"OpenID discovery at {url} answered HTTP {r.status_code}: check the issuer URL",
                              unreachable=r.status_code >= 500)
     try:
-        doc = r.json()
-    except ValueError:
-        raise DiscoveryError(f"OpenID discovery at {url} did not answer JSON: check the issuer URL") from None
+        doc = bounded_json(r, deadline=timeout)
+    except AnswerError as e:
+        raise DiscoveryError(f"OpenID discovery at {url}: {e}: check the issuer URL") from None
     return check_document(issuer, doc, required)
 
 
@@ -121,9 +124,11 @@ def fetch_jwks(jwks_uri: str, *, verify: bool | str = True, timeout: float = 10,
     """The issuer's key set (for jwt.SyncVerifier)."""
     http = session or requests.Session()
     try:
-        r = http.get(jwks_uri, verify=verify, timeout=timeout, headers={"Accept": "application/json"})
+        r = http.get(jwks_uri, verify=verify, timeout=timeout, headers={"Accept": "application/json"}, stream=True)
         r.raise_for_status()
-        return r.json()
-    except (requests.RequestException, ValueError) as e:
+        return bounded_json(r, deadline=timeout)
+    except AnswerError as e:
+        raise DiscoveryError(f"fetching the issuer's keys at {jwks_uri} failed: {e}", unreachable=True) from None
+    except requests.RequestException as e:
         raise DiscoveryError(f"fetching the issuer's keys at {jwks_uri} failed ({type(e).__name__})",
                              unreachable=True) from None
