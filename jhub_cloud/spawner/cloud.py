@@ -24,6 +24,7 @@ from pathlib import Path
 
 from jupyterhub.spawner import Spawner, SpawnException
 from jupyterhub.utils import maybe_future
+from markupsafe import escape
 from traitlets import Bool, Dict, List, Unicode, observe
 
 from .. import metrics
@@ -83,6 +84,9 @@ class CloudSpawner(Spawner):
     _start_done = False
     _will_resume = False
     _admitted_at = 0.0
+    # Why the last server ended on its own ({"reason", "at"}): kept in the state across the
+    # stop (and a hub restart) so that the admin API and the next spawn page can tell the user.
+    last_stop: dict | None = None
 
     # --- configuration and the user ---------------------------------------------------------
     @property
@@ -110,8 +114,9 @@ class CloudSpawner(Spawner):
             return ""
         groups = self._groups()
         offers = allowed_profiles(self.cfg, groups)
-        return form.render(offers, user_limits(self.cfg, groups), len(self._running()),
+        page = form.render(offers, user_limits(self.cfg, groups), len(self._running()),
                            self.user_options, username=self.user.name)
+        return stop_notice(self.last_stop) + page
 
     def options_from_form(self, formdata):
         try:
@@ -154,6 +159,7 @@ class CloudSpawner(Spawner):
 
     async def _admit(self) -> None:
         self._events = []
+        self.last_stop = None
         self._admitted_at = time.monotonic()
         self._note(5, "Checking your choices against your groups' limits")
         try:
@@ -254,7 +260,18 @@ class CloudSpawner(Spawner):
 
     async def poll(self):
         child = await self._ensure_child()
-        return 0 if child is None else await child.poll()
+        if child is None:
+            return 0
+        status = await child.poll()
+        ran = self.server is not None and not self._spawn_pending and not self._stop_pending
+        if status is not None and self.last_stop is None and ran:
+            # The first poll that finds a running server gone (the hub polls again while it
+            # cleans up, and by then the child may have forgotten why); a failed start has its
+            # own message already.
+            self.last_stop = {"reason": stop_reason(self.backend_name, status),
+                              "at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+            self.log.warning("%s stopped on its own: %s", self._log_name, self.last_stop["reason"])
+        return status
 
     async def stop(self, now=False):
         metrics.forget_server(self.user.name, self.name or "")
@@ -333,6 +350,8 @@ class CloudSpawner(Spawner):
         child_state = self._child.get_state() if self._child is not None else self._child_state
         if child_state:
             state["child"] = child_state
+        if self.last_stop:
+            state["last_stop"] = self.last_stop
         return state
 
     def load_state(self, state):
@@ -342,6 +361,7 @@ class CloudSpawner(Spawner):
             self.reserved = resources_from_json(cloud["resources"])
             self.profile_name, self.backend_name = cloud.get("profile"), cloud.get("backend")
         self._child_state = dict(state.get("child") or {})
+        self.last_stop = state.get("last_stop") or None
 
     def clear_state(self):
         super().clear_state()
@@ -352,3 +372,20 @@ class CloudSpawner(Spawner):
         self._child = None
         self.reserved = self.profile_name = self.backend_name = None
         self._events, self._child_starting, self._start_done = [], False, False
+
+
+def stop_reason(backend: str | None, status) -> str:
+    """What a poll's answer says about a server that ended: the child's own words (a text), or
+    its exit code."""
+    if isinstance(status, str) and status:
+        return status
+    return f"the {backend or 'server'} process ended with exit code {status}"
+
+
+def stop_notice(last_stop: dict | None) -> str:
+    """The spawn page's first line after a server ended on its own (HTML, escaped)."""
+    if not last_stop:
+        return ""
+    return ('<div class="alert alert-warning" role="alert" id="jhub-cloud-last-stop">'
+            f"Your last server stopped on its own at {escape(last_stop.get('at', '?'))}: "
+            f"{escape(last_stop.get('reason', ''))}</div>\n")

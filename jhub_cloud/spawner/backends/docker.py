@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 
 import docker.errors
 import requests
@@ -86,9 +87,12 @@ class DockerChild(DockerSpawner):
         state = container["State"]
         if state["Running"]:
             return None
-        reason = f"ExitCode={state['ExitCode']}"
+        code = state["ExitCode"]
+        reason = f"ExitCode={code}"
         if state.get("OOMKilled"):
-            reason += ", OOMKilled (the profile's memory limit was reached)"
+            reason += ", out of memory (OOMKilled: the profile's memory limit was reached)"
+        elif code > 128:  # the shell's convention: 128 + the signal that ended it
+            reason += f", killed by {_signal_name(code - 128)}"
         if state.get("Error"):
             reason += f", Error={state['Error']!r}"
         reason += f", FinishedAt={state.get('FinishedAt')}"
@@ -126,3 +130,10 @@ class DockerChild(DockerSpawner):
         # Not only with host_networking: CloudSpawner loads the state before the settings.
         if state.get("port"):
             self.port = int(state["port"])
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
