@@ -97,6 +97,57 @@ def test_broken_file_gives_exactly_the_expected_problems(path):
         assert want_text in problem.message, (problem, want_text)
 
 
+# Files that cannot carry an "# expect:" line: (name, bytes, words of the one problem).
+GENERATED = [
+    ("huge-file", b"# padding\n" * 200_000 + MINIMAL.encode(), "larger than 1048576 bytes"),
+    ("binary-garbage", bytes(range(256)) * 64, "not UTF-8"),
+    ("utf16-with-bom", MINIMAL.encode("utf-16"), "not UTF-8"),
+    ("nul-in-text", MINIMAL.encode().replace(b"local: {}", b"local: {}\x00"), "unacceptable character #x0000"),
+    ("escape-sequences", MINIMAL.encode().replace(b"cpu: {options", b"\x1b[2Jcpu: {options"), "unacceptable"),
+]
+
+
+@pytest.mark.parametrize("name,data,expected", GENERATED, ids=[g[0] for g in GENERATED])
+def test_generated_broken_file_is_one_clear_problem(tmp_path, name, data, expected):
+    path = tmp_path / f"{name}.yaml"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    (problem,) = caught.value.problems
+    assert problem.path == "(top level)" and expected in problem.message, problem
+
+
+def test_every_broken_file_is_refused_and_changes_nothing(tmp_path, reliability):
+    """The whole corpus, counted for the reliability report: each file gives problems that name
+    a key path and say what to do; no file is changed or created (the tag asking for a command
+    did not run)."""
+    import hashlib
+    import time
+
+    files = list(BROKEN)
+    for name, data, _ in GENERATED:
+        (tmp_path / f"{name}.yaml").write_bytes(data)
+        files.append(tmp_path / f"{name}.yaml")
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+    listing = sorted(BROKEN[0].parent.iterdir()), sorted(tmp_path.iterdir())
+    slowest = 0.0
+    for path in files:
+        t0 = time.monotonic()
+        with pytest.raises(ConfigError) as caught:
+            load(path)
+        slowest = max(slowest, time.monotonic() - t0)
+        assert caught.value.problems, path
+        for problem in caught.value.problems:
+            assert problem.path and len(problem.message) > 10, (path, problem)
+    assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in files} == before
+    assert (sorted(BROKEN[0].parent.iterdir()), sorted(tmp_path.iterdir())) == listing
+    assert not Path("/tmp/jhub-cloud-config-pwned").exists()
+    reliability.record("bad.config-files", f"{len(files)} broken configuration files refused with their "
+                                           f"problems ({len(BROKEN)} in tests/data/config/broken, "
+                                           f"{len(GENERATED)} generated: huge, binary, UTF-16, NUL, escapes); "
+                                           f"slowest {slowest:.2f} s; nothing written")
+
+
 def test_all_problems_come_at_once_sorted_with_lines():
     error = pytest.raises(ConfigError, load, ROOT / "tests/data/config/broken/many-problems.yaml")
     problems = error.value.problems

@@ -10,7 +10,7 @@ from .crossref import crossref_problems
 from .errors import ConfigError, Problem
 from .model import Config, build_config
 from .schema import fill_defaults, schema_problems, type_word
-from .yamlfile import Lines, line_of, read_yaml
+from .yamlfile import MAX_CHARS, Lines, line_of, read_yaml
 
 
 def load(path: str | Path) -> Config:
@@ -20,7 +20,12 @@ def load(path: str | Path) -> Config:
     """
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with Path(path).open("rb") as f:
+            raw = f.read(MAX_CHARS + 1)  # never a whole huge file in memory
+        if len(raw) > MAX_CHARS:
+            raise ConfigError([Problem((), f"the file is larger than {MAX_CHARS} bytes, far more than a "
+                                           "configuration needs: is this the right file?")], source)
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(
             [Problem((), "file not found; check the path (examples: config/examples/)")], source

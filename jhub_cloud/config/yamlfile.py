@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sts_wire.core.yamlfile import Lines, line_of
+from sts_wire.core.yamlfile import MAX_CHARS, Lines, line_of
 from sts_wire.core.yamlfile import read_yaml as _read_yaml
 
 from .errors import Problem
 
-__all__ = ["Lines", "line_of", "read_yaml"]
+__all__ = ["MAX_CHARS", "Lines", "line_of", "read_yaml"]
 
 
 def read_yaml(text: str) -> tuple[Any, Lines, list[Problem]]:

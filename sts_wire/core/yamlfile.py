@@ -15,35 +15,73 @@ from .problems import PathPart, Problem
 Lines = dict[tuple[PathPart, ...], int]
 
 
+# Real configurations and mount specs are a few KiB with a few hundred values. Far beyond that is
+# a wrong file or a YAML bomb (aliases of aliases: "billion laughs"), refused before it costs
+# minutes of CPU or gigabytes of memory.
+MAX_CHARS = 1 << 20
+MAX_VALUES = 100_000
+
+
+_PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+
+
+class _TooManyValues(Exception):
+    pass
+
+
+class _Refused(Exception):
+    """A problem that makes the whole text unusable."""
+
+
 def read_yaml(text: str, empty: str = "the file is empty") -> tuple[Any, Lines, list[Problem]]:
     """(data, line of each key path, problems). Data is None when the text is not usable YAML
     (``empty`` is the problem reported for an empty text)."""
-    loader = yaml.SafeLoader(text)
+    if len(text) > MAX_CHARS:
+        return None, {}, [Problem((), f"the text is {len(text)} characters long, more than the {MAX_CHARS} "
+                                      "accepted: is this the right file?")]
     try:
+        loader = yaml.SafeLoader(text)  # refuses control characters (NUL, binary) here
         node = loader.get_single_node()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        what = getattr(exc, "problem", None) or str(exc)
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         line = mark.line + 1 if mark else None
         return None, {}, [Problem((), f"not valid YAML: {what}; fix the syntax there", line)]
+    except RecursionError:
+        return None, {}, [Problem((), "not valid YAML: brackets or indentation nested too deeply")]
     if node is None:
         loader.dispose()
         return None, {}, [Problem((), empty)]
     lines: Lines = {}
     problems: list[Problem] = []
     try:
-        data = _build(loader, node, (), lines, problems)
+        data = _build(loader, node, (), lines, problems, [MAX_VALUES])
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
         return None, {}, [Problem((), f"not valid YAML: {exc}; fix the syntax there", line)]
+    except _TooManyValues:
+        return None, {}, [Problem((), f"the text expands to more than {MAX_VALUES} values (aliases *name "
+                                      "of aliases?): write the values out")]
+    except _Refused as exc:
+        return None, {}, [exc.args[0]]
+    except RecursionError:
+        return None, {}, [Problem((), "not valid YAML: nested too deeply")]
     finally:
         loader.dispose()
     return data, lines, problems
 
 
-def _build(loader, node, path, lines: Lines, problems: list[Problem]) -> Any:
+def _build(loader, node, path, lines: Lines, problems: list[Problem], budget: list[int]) -> Any:
+    # An alias is the same node object again: expanding it counts again, so a bomb runs out.
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _TooManyValues
     lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.CollectionNode) and node.tag not in _PLAIN_TAGS:
+        # PyYAML would build the plain mapping or list and drop the tag without a word.
+        raise _Refused(Problem(path, f"the YAML tag {node.tag.replace('tag:yaml.org,2002:', '!!')} is not "
+                                     "accepted: remove it", node.start_mark.line + 1))
     if isinstance(node, yaml.MappingNode):
         loader.flatten_mapping(node)  # resolves `<<: *anchor` merge keys
         out: dict = {}
@@ -71,12 +109,12 @@ def _build(loader, node, path, lines: Lines, problems: list[Problem]) -> Any:
                     )
                 )
             seen[key] = line
-            out[key] = _build(loader, value_node, (*path, key), lines, problems)
+            out[key] = _build(loader, value_node, (*path, key), lines, problems, budget)
             lines[(*path, key)] = line
         return out
     if isinstance(node, yaml.SequenceNode):
         return [
-            _build(loader, item, (*path, i), lines, problems) for i, item in enumerate(node.value)
+            _build(loader, item, (*path, i), lines, problems, budget) for i, item in enumerate(node.value)
         ]
     return loader.construct_object(node, deep=True)
 
