@@ -54,6 +54,43 @@ FORM_CASES = [
      "unknown form field"),
     ("time-limit-on-local", "alice", [("profile", "physics-cpu"), (P + "time_limit", "99:00:00")],
      "no time_limit choice"),
+    # Encodings: a raw body (bytes) is sent exactly as written.
+    ("non-utf8-value", "alice", b"profile=physics-cpu&" + P.encode() + b"memory=2G%FF%FE", "not UTF-8"),
+    ("non-utf8-raw-bytes", "alice", b"profile=physics-cpu\xff\xfe", "not UTF-8"),
+    ("overlong-utf8-slash", "alice", b"profile=physics-cpu&" + P.encode() + b"image=%C0%AF%C0%AFetc%C0%AFpasswd",
+     "not UTF-8"),
+    ("utf8-surrogate", "alice", b"profile=physics-cpu%ED%A0%80", "not UTF-8"),
+    ("non-utf8-field-name", "alice", b"profile=physics-cpu&%FF%FE=1", "unknown form field"),
+    ("percent-encoded-nul", "alice", b"profile=physics-cpu%00", "control character"),
+    ("percent-encoded-newline-sbatch", "alice", b"profile=physics-cpu&" + P.encode() + b"memory=2G%0A%23SBATCH",
+     "line break"),
+    ("percent-encoded-dotdot", "alice", b"profile=physics-cpu&" + P.encode() + b"image=%2e%2e%2f%2e%2e%2fetc",
+     "'..'"),
+    ("double-percent-encoded", "alice", b"profile=physics-cpu&" + P.encode() + b"image=%252e%252e%252f", "not allowed"),
+    ("plus-is-a-space", "alice", b"profile=physics-cpu&" + P.encode() + b"memory=2G+rm+-rf", "not allowed"),
+    ("rtl-override-profile", "alice", [("profile", "\u202eupc-scisyhp")], "not allowed"),
+    ("homoglyph-profile", "alice", [("profile", "phys\u0456cs-cpu")], "not allowed"),
+    ("fullwidth-profile", "alice", [("profile", "\uff50hysics-cpu")], "not allowed"),
+    ("zero-width-in-profile", "alice", [("profile", "physics\u200b-cpu")], "not allowed"),
+    ("combining-mark-in-image", "alice", [("profile", "physics-cpu"), (P + "image", "default\u0301")],
+     "not allowed"),
+    # Duplicate fields.
+    ("repeated-profile-same-value", "alice", [("profile", "physics-cpu"), ("profile", "physics-cpu")], "2 times"),
+    ("repeated-empty-then-value", "alice", [("profile", "physics-cpu"), (P + "cpu", ""), (P + "cpu", "1")],
+     "2 times"),
+    ("repeated-many-times", "alice", [("profile", "physics-cpu")] * 50, "50 times"),
+    ("field-name-with-newline", "alice", [("profile", "physics-cpu"), ("profile\n", "x")], "unknown form field"),
+    # Oversized.
+    ("oversized-value", "alice", [("profile", "physics-cpu"), (P + "memory", "2" * 200_000)], "too long"),
+    ("oversized-profile", "alice", [("profile", "p" * 1_000_000)], "too long"),
+    ("oversized-field-name", "alice", [("profile", "physics-cpu"), (P + "x" * 100_000, "1")], "unknown form field"),
+    ("hundreds-of-fields", "alice", [("profile", "physics-cpu")] + [(f"f{i}", "1") for i in range(900)],
+     "unknown form field"),
+]
+# Refused by the hub's web server before the form is read (its own 400 page, not the form).
+TRANSPORT_CASES = [
+    ("thousands-of-fields", "alice", [("profile", "physics-cpu")] + [(f"f{i}", "1") for i in range(5000)],
+     "Max number of fields exceeded"),
 ]
 
 # (case id, user, server name, JSON body (a str is sent as it is), expected words in the message)
@@ -123,12 +160,14 @@ def message_of(r) -> str:
         return html.unescape(m.group(1)) if m else r.text[:500]
 
 
-@pytest.mark.parametrize("case,user,fields,expected", FORM_CASES, ids=[c[0] for c in FORM_CASES])
-def test_form_submission_is_refused(hub, sessions, case, user, fields, expected):
+def refuse_form(hub, sessions, user, fields, expected) -> None:
+    """Post the form; it must come back refused (400, the form again, the reason), nothing started."""
     before = hub.log.read_text(errors="replace").count("Spawning ")
     s = sessions[user]
     _, xsrf = spawn_page(hub, s, user)
-    r = s.post(f"{hub.url}/hub/spawn/{user}", params={"_xsrf": xsrf}, data=fields, allow_redirects=False)
+    headers = {"Content-Type": "application/x-www-form-urlencoded"} if isinstance(fields, bytes) else {}
+    r = s.post(f"{hub.url}/hub/spawn/{user}", params={"_xsrf": xsrf}, data=fields, headers=headers,
+               allow_redirects=False)
     assert r.status_code == 400, (r.status_code, r.text[:300])
     msg = message_of(r)
     assert "Not started" in msg and expected in msg, msg
@@ -136,8 +175,16 @@ def test_form_submission_is_refused(hub, sessions, case, user, fields, expected)
     assert_nothing_started(hub, before)
 
 
-@pytest.mark.parametrize("case,user,server,body,expected", API_CASES, ids=[c[0] for c in API_CASES])
-def test_api_request_is_refused(hub, case, user, server, body, expected):
+def refuse_query(hub, sessions, user, query, expected) -> None:
+    before = hub.log.read_text(errors="replace").count("Spawning ")
+    r, _ = spawn_page(hub, sessions[user], user, query)
+    assert r.status_code == 400, (r.status_code, r.text[:300])
+    msg = message_of(r)
+    assert "Not started" in msg and expected in msg, msg
+    assert_nothing_started(hub, before)
+
+
+def refuse_api(hub, user, server, body, expected) -> None:
     before = hub.log.read_text(errors="replace").count("Spawning ")
     r = hub.spawn(user, server, body=json.dumps(body) if not isinstance(body, str) else body)
     assert r.status_code == 400, (r.status_code, r.text[:300])
@@ -146,13 +193,67 @@ def test_api_request_is_refused(hub, case, user, server, body, expected):
     assert_nothing_started(hub, before)
 
 
-def test_query_options_are_checked_the_same_way(hub, sessions):
+def refuse_transport(hub, sessions, user, fields, expected) -> None:
     before = hub.log.read_text(errors="replace").count("Spawning ")
-    r, _ = spawn_page(hub, sessions["bob"], "bob", "?opt-profile=physics-cpu&opt-cpu=99")
-    assert r.status_code == 400 and "not a choice" in message_of(r)
-    r, _ = spawn_page(hub, sessions["bob"], "bob", "?opt-profile=physics-cpu&opt-memory=%60id%60")
-    assert r.status_code == 400 and "not allowed" in message_of(r)
+    s = sessions[user]
+    _, xsrf = spawn_page(hub, s, user)
+    r = s.post(f"{hub.url}/hub/spawn/{user}", params={"_xsrf": xsrf}, data=fields, allow_redirects=False)
+    assert r.status_code == 400 and expected in r.text, (r.status_code, r.text[:300])
     assert_nothing_started(hub, before)
+
+
+# (case id, user, query string of the spawn page, expected words in the message)
+QUERY_CASES = [
+    ("query-not-offered", "bob", "?opt-profile=physics-cpu&opt-cpu=99", "not a choice"),
+    ("query-backticks", "bob", "?opt-profile=physics-cpu&opt-memory=%60id%60", "not allowed"),
+    ("query-non-utf8", "alice", "?opt-profile=physics-cpu%FF", "not UTF-8"),
+    ("query-overlong-utf8", "alice", "?opt-profile=physics-cpu&opt-image=%C0%AE%C0%AE%C0%AF", "not UTF-8"),
+    ("query-repeated", "alice", "?opt-profile=physics-cpu&opt-profile=cms-cpu", "more than once"),
+    ("query-newline", "alice", "?opt-profile=physics-cpu&opt-memory=2G%0A%23SBATCH", "line break"),
+    ("query-unknown-field", "alice", "?opt-profile=physics-cpu&opt-exec_prefix=sudo", "unknown field"),
+    ("query-oversized", "alice", "?opt-profile=" + "p" * 4000, "too long"),
+]
+
+
+@pytest.mark.parametrize("case,user,fields,expected", FORM_CASES, ids=[c[0] for c in FORM_CASES])
+def test_form_submission_is_refused(hub, sessions, case, user, fields, expected):
+    refuse_form(hub, sessions, user, fields, expected)
+
+
+@pytest.mark.parametrize("case,user,fields,expected", TRANSPORT_CASES, ids=[c[0] for c in TRANSPORT_CASES])
+def test_a_form_the_web_server_refuses_starts_nothing(hub, sessions, case, user, fields, expected):
+    refuse_transport(hub, sessions, user, fields, expected)
+
+
+@pytest.mark.parametrize("case,user,query,expected", QUERY_CASES, ids=[c[0] for c in QUERY_CASES])
+def test_query_options_are_checked_the_same_way(hub, sessions, case, user, query, expected):
+    refuse_query(hub, sessions, user, query, expected)
+
+
+@pytest.mark.parametrize("case,user,server,body,expected", API_CASES, ids=[c[0] for c in API_CASES])
+def test_api_request_is_refused(hub, case, user, server, body, expected):
+    refuse_api(hub, user, server, body, expected)
+
+
+def test_the_whole_spawn_corpus_is_refused(hub, sessions, reliability):
+    """Every case once more, counted for the reliability report (after it, nothing runs)."""
+    n = 0
+    for _, user, fields, expected in FORM_CASES:
+        refuse_form(hub, sessions, user, fields, expected)
+        n += 1
+    for _, user, fields, expected in TRANSPORT_CASES:
+        refuse_transport(hub, sessions, user, fields, expected)
+        n += 1
+    for _, user, query, expected in QUERY_CASES:
+        refuse_query(hub, sessions, user, query, expected)
+        n += 1
+    for _, user, server, body, expected in API_CASES:
+        refuse_api(hub, user, server, body, expected)
+        n += 1
+    reliability.record("bad.spawn-forms", f"{n} spawn requests refused ({len(FORM_CASES)} page forms, "
+                                          f"{len(TRANSPORT_CASES)} at the web server, {len(QUERY_CASES)} ?opt- "
+                                          f"queries, {len(API_CASES)} REST API bodies), each naming the field; "
+                                          "no process, cgroup or spawn started")
 
 
 def test_a_json_body_in_place_of_the_form_is_refused(hub, sessions):

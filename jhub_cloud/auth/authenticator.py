@@ -27,6 +27,7 @@ from .discovery import discover_for_login
 from .groups import admin_from_groups, groups_from_claims
 from .refresh import RefreshMixin
 from .scopes import DEFAULT_SCOPES
+from .spawn_page import HANDLERS as SPAWN_PAGE_HANDLERS
 from .token_api import HANDLERS as TOKEN_API_HANDLERS
 
 # Token response fields worth keeping (the raw response may carry provider-specific extras).
@@ -193,8 +194,9 @@ class IAMAuthenticator(RefreshMixin, GenericOAuthenticator):
         return self.discovered["token_endpoint"] if self.issuer else ""
 
     def get_handlers(self, app):
-        # The access-token endpoint for users' servers (token_api.py) rides on the login's handlers.
-        return super().get_handlers(app) + TOKEN_API_HANDLERS
+        # The access-token endpoint for users' servers (token_api.py) and the spawn page that
+        # refuses non-UTF-8 forms (spawn_page.py) ride on the login's handlers, routed first.
+        return super().get_handlers(app) + TOKEN_API_HANDLERS + SPAWN_PAGE_HANDLERS
 
     async def httpfetch(self, url, label="fetching", parse_json=True, raise_error=True, **kwargs):
         """OAuthenticator's fetch, bounded: a hung IdP must not hold a login or a refresh forever,
