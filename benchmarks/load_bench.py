@@ -18,7 +18,7 @@ answered 200 with its user's new token; exactly one refresh grant per user at th
 Users: benchmark-only users jcbench01.. are added to the IdP (group physics); the local backend
 runs servers as system users, so the first --spawns of them are created with useradd if missing
 (and left in place). Needs root and the testbed (tests/testbed); everything it starts is stopped
-by PID at the end. Full size takes about 3 minutes here (2 cores). Exit status 1 when a target is
+by PID at the end. Full size takes about 1.5 minutes here (2 cores). Exit status 1 when a target is
 missed. Unless --no-report, the figures go to docs/reliability.md (record_measurement).
 """
 

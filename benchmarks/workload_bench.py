@@ -20,7 +20,7 @@ alice's server runs with her bucket mounted by sts-wire (rclone, FUSE). Prints J
 The file work runs as alice inside her server's mount namespace and cgroup (nsenter, then
 benchmarks/workload_ops.py), as a terminal of her JupyterLab would. Needs root, git and the
 testbed (tests/testbed); everything it starts is stopped by PID at the end. Full size takes about
-5 minutes here (2 cores). Exit status 1 when data was wrong or an operation failed. Unless
+1.5 minutes here (2 cores). Exit status 1 when data was wrong or an operation failed. Unless
 --no-report, the figures go to docs/reliability.md (record_measurement).
 """
 
