@@ -82,7 +82,7 @@ def check_flags(flags: Sequence[str], where: str) -> list[str]:
                 break
             value = flags[i + 1]
             i += 1
-        if not _CHECK[kind].match(value):
+        if not _CHECK[kind].fullmatch(value):  # fullmatch: "$" would let a final newline pass
             want = "true or false" if kind == "tristate" else f"a {kind}"
             problems.append(f"{where}[{i}]: {name} needs {want}, not {value!r}")
         i += 1

@@ -274,7 +274,7 @@ def rule_problems(spec: Spec) -> list[str]:
         problem = insecure_problem(v, where, spec.allow_plain_http) if v else None
         if problem:
             p.append(problem)
-    if spec.user is not None and not USER_RE.match(spec.user):
+    if spec.user is not None and not USER_RE.fullmatch(spec.user):
         p.append(f"user: {spec.user!r} is not a valid user name")
     p += _placeholder_problems(spec.sts.role_arn, "sts.role_arn")
     p += _placeholder_problems(spec.sts.session_name, "sts.session_name")
@@ -298,7 +298,7 @@ def remote_problems(remote: str, where: str) -> list[str]:
         return []
     bucket, _, prefix = remote.partition("/")
     p = []
-    if not BUCKET_RE.match(bucket) or ".." in bucket:
+    if not BUCKET_RE.fullmatch(bucket) or ".." in bucket:
         p.append(f"{where}: {bucket!r} is not a valid bucket name (3-63 lower-case letters, digits, '.', '-')")
     if prefix:
         parts = prefix.strip("/").split("/")
@@ -345,7 +345,7 @@ def substitute(value: str | None, user: str) -> str | None:
 def resolve(spec: Spec, user: str, allowed_roots: Sequence[str]) -> Spec:
     """Fill in {username}, then check every mount path against the allowed roots and the others."""
     problems = []
-    if not USER_RE.match(user or "") or user in (".", ".."):
+    if not USER_RE.fullmatch(user or "") or user in (".", ".."):
         raise SpecError([f"user: {user!r} is not a valid user name (needed for {{username}})"])
     mounts = []
     for i, m in enumerate(spec.mounts):

@@ -40,7 +40,7 @@ def mount_spec(resources: Resources, target: SpawnTarget, storage: Mapping | Non
     if not mounts:
         return None
     user = target.username
-    if not _USER.match(user) or ".." in user:
+    if not _USER.fullmatch(user) or ".." in user:
         raise MountSpecError(
             f"user name {user!r} cannot name buckets or folders (letters, digits, '_', '.', "
             "'@', '-'; no '/' or '..'); remove {username} from this profile's mounts or rename "
@@ -106,7 +106,7 @@ def _sts(storage: Mapping, user: str) -> dict:
 
 def _bucket(bucket: str, i: int) -> str:
     # No prefix: a profile names whole buckets, so '/' (and with it '..' parts) cannot appear.
-    if not _BUCKET.match(bucket) or ".." in bucket:
+    if not _BUCKET.fullmatch(bucket) or ".." in bucket:
         raise MountSpecError(
             f"mounts[{i}].bucket {bucket!r} is not a bucket name (3-63 lower-case letters, "
             "digits, '.' and '-', no '..'); fix the profile's mount or the user name")
