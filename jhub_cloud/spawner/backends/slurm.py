@@ -8,6 +8,7 @@
 - a job that ends while the server starts (before or after it got a node) fails the start at
   once, not at start_timeout;
 - progress shows the job's state and Slurm's reason while it waits, then the node;
+- poll answers why a job ended (cancelled, time limit, out of memory, ...) in words;
 - ip and port are kept in the state, and get_url answers from them after a hub restart;
 - the port comes through jhub_cloud.spawner.slurm_port (an int from the job's own token only);
 - with `login_host` (a hub outside the cluster), every command runs on the login node over SSH
@@ -33,6 +34,12 @@ from ..builders.slurm import NAME, PATH, TIME
 WAITING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD",
            "SUSPENDED", "STOPPED", "RESIZING", "SIGNALING", "STAGE_OUT", "SPECIAL_EXIT"}
 RUNNING = {"RUNNING"}
+# How a final state reads in the reason the user sees.
+ENDINGS = {"CANCELLED": "was cancelled (scancel)", "TIMEOUT": "reached its time limit",
+           "OUT_OF_MEMORY": "ran out of memory (the profile's memory limit)",
+           "NODE_FAIL": "ended because its node failed", "FAILED": "failed",
+           "COMPLETED": "ended", "COMPLETING": "is ending", "PREEMPTED": "was preempted",
+           "BOOT_FAIL": "could not boot its node", "DEADLINE": "reached its deadline"}
 # Slurm's answer for a job it has forgotten (ended longer than MinJobAge ago).
 FORGOTTEN = "Invalid job id specified"
 
@@ -61,6 +68,12 @@ class SlurmChild(SlurmSpawner):
     # State, node and reason in one call: '%r' is why a job waits (Resources, Priority, ...).
     batch_query_cmd = Unicode("squeue -h -j {job_id} -o '%T %B %r'").tag(config=True)
     state_exechost_re = Unicode(r"^\S+\s+(\S+)").tag(config=True)
+    # Asked once, when a job has left squeue's default list: its final state while Slurm still
+    # keeps it (MinJobAge), for the reason the user sees. A gate that refuses it costs only that.
+    ended_query_cmd = Unicode(
+        "squeue -h -t all -j {job_id} -o '%T %B %r'",
+        help="Command that shows a job in any state (format: state, node, reason).",
+    ).tag(config=True)
 
     login_host = Dict(
         help="backends.slurm.login_host (validated): run sbatch, squeue and scancel on this login "
@@ -184,12 +197,38 @@ class SlurmChild(SlurmSpawner):
             await self._reopen_tunnel()  # the first poll after a hub restart
         if status in (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.UNKNOWN):
             return None
+        if self.job_id and self.slurm_state in ("", "COMPLETING"):
+            await self._query_final_state()
+        reason = self.end_reason()
         if self.job_id:
-            self.log.warning("Slurm job %s of %s has ended (%s)", self.job_id, self._log_name,
-                             self.job_status or "no longer listed")
+            self.log.warning("%s of %s", reason, self._log_name)
         await self._close_tunnel()
         self.clear_state()
-        return 1
+        return reason
+
+    async def _query_final_state(self, tries: int = 5, pause: float = 0.4) -> None:
+        # COMPLETING hides how it ended (cancelled, failed, ...) for the second or so that
+        # Slurm takes to clean the node up.
+        for attempt in range(tries):
+            try:
+                out = await self.run_command(self._command(self.ended_query_cmd, job_id=self.job_id))
+            except Exception as e:  # noqa: BLE001 (only the reason's wording depends on it)
+                self.log.debug("Slurm job %s: no final state (%s)", self.job_id, e)
+                return
+            lines = out.strip().splitlines()
+            self.job_status = lines[-1].strip() if lines else self.job_status
+            if self.slurm_state != "COMPLETING" or attempt == tries - 1:
+                return
+            await asyncio.sleep(pause)
+
+    def end_reason(self) -> str:
+        """Why the job is gone, in words for its user (the hub shows poll's answer)."""
+        state = self.slurm_state
+        what = ENDINGS.get(state, state or "is no longer listed by Slurm")
+        reason = self.slurm_reason
+        if reason and reason != "None":
+            what += f" (Slurm's reason: {reason})"
+        return f"Slurm job {self.job_id or '?'} {what}"
 
     # --- start, port, stop ------------------------------------------------------------------
     def accept_port(self, port: int) -> None:
