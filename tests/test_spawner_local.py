@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 from jhub_cloud.spawner import cgroups
+from tests.server_faults import server_api, user_token
 from tests.testbed.cloudhub import CGROUP_ROOT, CloudHub, singleuser_processes
 
 
@@ -101,30 +102,45 @@ def test_two_spawns_at_the_same_instant_cannot_exceed_the_limit_together(hub):
     assert our_cgroups(hub) == []
 
 
-def test_a_restarted_hub_finds_the_server_counts_it_and_stops_it(hub):
+def test_a_restarted_hub_finds_the_server_counts_it_and_stops_it(hub, reliability):
     assert hub.spawn("bob", options={"profile": "physics-cpu", "cpu": 2, "memory": "2G"}).status_code in (201, 202)
     assert hub.spawn("alice", "big", {"profile": "cms-cpu", "cpu": 4, "memory": "2G"}).status_code in (201, 202)
     hub.wait_ready("bob")
     hub.wait_ready("alice", "big")
     procs = [*singleuser_processes(hub, "bob"), *singleuser_processes(hub, "alice")]
     assert len(procs) == 2
+    pids = {"bob": hub.servers("bob")[""]["state"]["child"]["pid"],
+            "alice": hub.servers("alice")["big"]["state"]["child"]["pid"]}
+    assert sorted(pids.values()) == sorted(p.pid for p in procs)
     hub.stop(keep_servers=True)
     assert all(p.is_running() for p in procs)  # the servers outlive the hub (cleanup_servers is off)
     hub.start()
-    assert hub.servers("bob")[""]["ready"] and hub.servers("alice")["big"]["ready"]
+    bob, big = hub.servers("bob")[""], hub.servers("alice")["big"]
+    assert bob["ready"] and big["ready"]
+    # Found again: the same processes, not new ones.
+    assert (bob["state"]["child"]["pid"], big["state"]["child"]["pid"]) == (pids["bob"], pids["alice"])
+    # Reachable through the proxy, each as its user with a token of theirs.
+    for user, server in (("bob", ""), ("alice", "big")):
+        r = server_api(hub, user, user_token(hub, user), server)
+        assert r.status_code == 200 and "started" in r.json(), (user, r.text)
     # bob (physics) may run 1 server: the one found again counts.
     r = hub.spawn("bob", "second", {"profile": "physics-cpu", "cpu": 1, "memory": "1G"})
     assert r.status_code == 400 and "max_servers" in r.json()["message"], r.text
     # alice may run 2 servers but 4 CPUs in all: her 4-CPU server's resources came back from state.
     r = hub.spawn("alice", "small", {"profile": "physics-cpu", "cpu": 1, "memory": "1G"})
     assert r.status_code == 400 and "max_cpu" in r.json()["message"], r.text
+    t0 = time.monotonic()
     hub.stop_server("bob")
     hub.stop_server("alice", "big")
     deadline = time.monotonic() + 10
     while any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in procs) and time.monotonic() < deadline:
         time.sleep(0.2)
+    stopped = time.monotonic() - t0
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in procs)
     assert our_cgroups(hub) == []
+    reliability.record("fault.hub-restart.local", f"found PIDs {pids['bob']} and {pids['alice']} again, "
+                       "/api/status 200 via proxy for both, 2nd spawns refused (max_servers, max_cpu), "
+                       f"both stopped and cgroups removed in {stopped:.1f} s")
 
 
 def test_progress_tells_what_is_happening(hub):
