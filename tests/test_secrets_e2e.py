@@ -59,9 +59,19 @@ def _sts_wire_pids(procs: list[psutil.Process]) -> list[int]:
     return out
 
 
-def _scan_hub_side(scan: SecretScan, h, run_dir: Path) -> None:
-    """After the run: every log of this session's services, the hub's database, its 0600 files."""
-    scan.scan_logs(run_dir)
+def _environ(p: psutil.Process) -> dict:
+    try:
+        return p.environ()
+    except psutil.Error:
+        return {}
+
+
+def _scan_hub_side(scan: SecretScan, h, services: list[Path]) -> None:
+    """After the run: the hub's logs and database and its 0600 files; the logs of the services
+    the run used (known secrets only there: they also served every other test of the session)."""
+    scan.scan_logs(h.dir)
+    for folder in services:
+        scan.scan_logs(folder, jwts=False)
     scan.scan_db(h.dir / "data" / "jupyterhub.sqlite")
     scan.check_private(h.dir / "data" / "jupyterhub_cookie_secret", 0)
     scan.check_private(h.dir / "api_token", 0)
@@ -71,16 +81,20 @@ def _while_running(scan: SecretScan, h, procs: list[psutil.Process], label: str)
     """The secrets as they are now (tokens of this login, S3 keys), then the live places;
     returns sts-wire's runtime folders."""
     scan.collect_hub(h, ["alice"])
-    wires = _sts_wire_pids(procs)
+    # Any JWT is a leak in this server's processes; the user's other processes (of other tests
+    # on this machine) are searched for this run's secrets only.
+    ours = [p for p in procs if f":{h.hub_port}/" in _environ(p).get("JUPYTERHUB_API_URL", "")]
+    wires = _sts_wire_pids(ours)
     assert wires, f"no sts-wire among the server's processes ({label})"
     assert sum(scan.collect_sts_keys(pid) for pid in wires) >= 1, "sts-wire's keys were not found"
     assert sum(scan.check_sts_wire_files(pid) for pid in wires) >= 1  # keys.json (and token)
     scan.scan_ps(label)
-    scan.scan_processes(procs, label)
+    scan.scan_processes(ours, label)
+    scan.scan_processes([p for p in procs if p not in ours], label + ", other", jwts=False)
     return [b for pid in wires for b in scan.scan_sts_wire_folder(pid)]
 
 
-def test_local_run_leaves_no_secret_in_clear(hub, seaweedfs, run_dir, reliability):  # noqa: F811
+def test_local_run_leaves_no_secret_in_clear(hub, idp, seaweedfs, reliability):  # noqa: F811
     # A real login through the IdP (the fixture logged alice in; again, for fresh tokens).
     _, r = hub.login("alice")
     assert r.status_code == 302, r.text[:300]
@@ -97,16 +111,16 @@ def test_local_run_leaves_no_secret_in_clear(hub, seaweedfs, run_dir, reliabilit
     finally:
         hub.stop_server("alice")
     for base in bases:  # sts-wire's last logs, kept after the stop
-        scan.scan_folder(on_host(base), "sts-wire runtime file")
+        scan.scan_folder(on_host(base) / "last-logs", "sts-wire runtime file")
     scan.scan_ps("after stop")
-    _scan_hub_side(scan, hub, run_dir)
+    _scan_hub_side(scan, hub, [idp.dir, seaweedfs.dir])
     assert scan.leaks == [], scan.leaks
     assert {"OAuth client secret", "crypt key", "alice's refresh_token", "S3 session token"} <= \
         set(scan.secrets.values())
     reliability.record("secrets.local", scan.summary())
 
 
-def test_docker_run_leaves_no_secret_in_clear(docker_hub, docker_host, seaweedfs, run_dir, reliability):  # noqa: F811
+def test_docker_run_leaves_no_secret_in_clear(docker_hub, docker_host, idp, seaweedfs, reliability):  # noqa: F811
     h = docker_hub
     _, r = h.login("alice")
     assert r.status_code == 302, r.text[:300]
@@ -129,14 +143,14 @@ def test_docker_run_leaves_no_secret_in_clear(docker_hub, docker_host, seaweedfs
     finally:
         h.stop_server("alice")
     scan.scan_ps("after stop")
-    _scan_hub_side(scan, h, run_dir)
+    _scan_hub_side(scan, h, [idp.dir, seaweedfs.dir, docker_host.dir])
     assert scan.leaks == [], scan.leaks
     assert {"OAuth client secret", "crypt key", "alice's refresh_token", "S3 session token"} <= \
         set(scan.secrets.values())
     reliability.record("secrets.docker", scan.summary())
 
 
-def test_slurm_run_leaves_no_secret_in_clear(slurm_hub, slurm_env, seaweedfs, run_dir, reliability):  # noqa: F811
+def test_slurm_run_leaves_no_secret_in_clear(slurm_hub, slurm_env, idp, seaweedfs, reliability):  # noqa: F811
     h, slurm = slurm_hub, slurm_env
     _, r = h.login("alice")
     assert r.status_code == 302, r.text[:300]
@@ -164,12 +178,12 @@ def test_slurm_run_leaves_no_secret_in_clear(slurm_hub, slurm_env, seaweedfs, ru
         h.stop_server("alice")
     assert job_id and slurm.wait_job(job_id, timeout=30) in ("CANCELLED", "COMPLETED")
     for base in bases:  # sts-wire's last logs, kept after the stop
-        scan.scan_folder(on_host(base), "sts-wire runtime file")
+        scan.scan_folder(on_host(base) / "last-logs", "sts-wire runtime file")
     output = Path(f"~alice/.jhub-cloud-slurm-{job_id}.log").expanduser()
     assert output.exists(), output
     scan.scan_file(output, "job output")
     scan.scan_ps("after stop")
-    _scan_hub_side(scan, h, run_dir)
+    _scan_hub_side(scan, h, [idp.dir, seaweedfs.dir, slurm.dir / "log"])
     assert scan.leaks == [], scan.leaks
     assert {"OAuth client secret", "crypt key", "alice's refresh_token", "S3 session token"} <= \
         set(scan.secrets.values())

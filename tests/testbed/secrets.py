@@ -108,12 +108,12 @@ class SecretScan:
                 self.scan_file(f, "log file", jwts)
 
     def scan_sts_wire_folder(self, pid: int) -> list[Path]:
-        """Everything in sts-wire's runtime folders but its key and token files (state, rclone
-        and AWS config, logs, last-logs); returns the folders, to scan again after the stop."""
-        bases = sts_wire_bases(pid)
-        for base in bases:
-            self.scan_folder(base, "sts-wire runtime file")
-        return bases
+        """Everything in sts-wire's own runtime folder but its key and token files (state,
+        rclone and AWS config, logs); returns the runtime bases, whose last-logs hold the logs
+        after the stop."""
+        for own in sts_wire_dirs(pid):
+            self.scan_folder(own, "sts-wire runtime file")
+        return [own.parent for own in sts_wire_dirs(pid)]
 
     def scan_folder(self, folder: Path, kind: str) -> None:
         """Every regular file below `folder` but sts-wire's key and token files."""
@@ -168,8 +168,9 @@ class SecretScan:
     def summary(self) -> str:
         kinds = Counter(self.secrets.values())
         places = ", ".join(f"{n} {k}{'s' if n > 1 else ''}" for k, n in sorted(self.counts.items()))
+        files = f"; {len(self.private_files)} secret files 0600 and owned" if self.private_files else ""
         return (f"{len(self.secrets)} secrets ({len(kinds)} kinds) searched in {places}: "
-                f"{len(self.leaks)} in clear; {len(self.private_files)} secret files 0600 and owned")
+                f"{len(self.leaks)} in clear{files}")
 
 
 def sts_wire_bases(pid: int) -> list[Path]:
@@ -192,9 +193,19 @@ def on_host(path: Path) -> Path:
     return Path("/", *parts[4:]) if parts[:2] == ("/", "proc") and parts[3] == "root" else Path(path)
 
 
+def sts_wire_dirs(pid: int) -> list[Path]:
+    """sts-wire's own folder, named by its PID as it sees it (in a container: its namespace's)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return []
+    nspid = next(line.split()[-1] for line in status.splitlines() if line.startswith("NSpid:"))
+    return [base / nspid for base in sts_wire_bases(pid) if (base / nspid).is_dir()]
+
+
 def sts_wire_files(pid: int, name: str) -> list[Path]:
-    """`name` in sts-wire's own folder of each of its runtime folders."""
-    return [f for base in sts_wire_bases(pid) for f in sorted(base.glob(f"*/{name}"))]
+    """`name` in sts-wire's own folder."""
+    return [d / name for d in sts_wire_dirs(pid) if (d / name).is_file()]
 
 
 def descendants(pid: int) -> list[psutil.Process]:
