@@ -94,6 +94,37 @@ def _while_running(scan: SecretScan, h, procs: list[psutil.Process], label: str)
     return [b for pid in wires for b in scan.scan_sts_wire_folder(pid)]
 
 
+def test_the_scanner_finds_each_kind_of_leak(tmp_path):
+    """The scans above can fail: a secret in a log, in a database, in a process's environment or
+    command line, any JWT, and a secret file open to others are each reported; the place's own
+    token is not."""
+    scan = SecretScan()
+    scan.add("alice's refresh_token", "rt-" + "x" * 20)
+    scan.add("S3 secret access key", "sk-" + "y" * 20)
+    (tmp_path / "hub.log").write_text("refresh with rt-" + "x" * 20 + "\n")
+    (tmp_path / "clean.log").write_text("nothing here\n")
+    (tmp_path / "db.sqlite").write_bytes(b"\0\0sk-" + b"y" * 20 + b"\0")
+    (tmp_path / "jwt.log").write_text("Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2ln\n")
+    scan.scan_logs(tmp_path)
+    scan.scan_db(tmp_path / "db.sqlite")
+    own = "own-server-token-123"
+    argv = [str(VENV_BIN / "python"), "-c", "import time; time.sleep(30)", "sk-" + "y" * 20]
+    proc = subprocess.Popen(argv, env={"JUPYTERHUB_API_TOKEN": own, "LEAK": "rt-" + "x" * 20})
+    try:
+        scan.add("server token, if it were not the process's own", own)
+        scan.scan_processes([psutil.Process(proc.pid)])
+    finally:
+        proc.kill()
+        proc.wait()
+    loose = tmp_path / "keys.json"
+    loose.write_text("{}")
+    loose.chmod(0o644)
+    scan.check_private(loose, 0)
+    places = sorted(leak.split(":")[0].rsplit("/", 1)[-1] for leak in scan.leaks)
+    assert places == ["cmdline ", "db.sqlite", "environ ", "hub.log", "jwt.log", "keys.json"], scan.leaks
+    assert not [leak for leak in scan.leaks if "server token" in leak]  # its own token is allowed
+
+
 def test_local_run_leaves_no_secret_in_clear(hub, idp, seaweedfs, reliability):  # noqa: F811
     # A real login through the IdP (the fixture logged alice in; again, for fresh tokens).
     _, r = hub.login("alice")
