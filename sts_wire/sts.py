@@ -40,14 +40,55 @@ class Keys:
                 "aws_session_token": self.session_token}
 
 
+# Seconds to connect and to wait for each read; an STS answer is read whole within TIMEOUT[1].
+TIMEOUT = (5, 30)
+# An AssumeRoleWithWebIdentity answer is about 2 KiB; a larger one is cut off, never read whole.
+MAX_ANSWER_BYTES = 1 << 20
+
+
 def _config(**kw):
     import botocore.config
 
     # parameter_validation off: botocore refuses DurationSeconds < 900 before asking, but Ceph RGW
     # (rgw sts min session duration) and SeaweedFS (tokenDuration) may allow shorter keys; the
     # server decides and its refusal is explained.
-    return botocore.config.Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5,
-                                  read_timeout=30, parameter_validation=False, **kw)
+    return botocore.config.Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=TIMEOUT[0],
+                                  read_timeout=TIMEOUT[1], parameter_validation=False, **kw)
+
+
+class AnswerUnusable(Exception):
+    """The STS answer is too large, too slow or not an AssumeRoleWithWebIdentity result."""
+
+
+class _CappedBody:
+    """A urllib3 response read in chunks up to `limit` bytes and within `deadline` seconds."""
+
+    def __init__(self, raw, limit: int, deadline: float):
+        self.raw, self.limit, self.deadline = raw, limit, deadline
+
+    def stream(self, *args, **kwargs):
+        n, end = 0, time.monotonic() + self.deadline
+        # read1: whatever has arrived, so that a server dripping bytes meets the deadline too.
+        while chunk := self.raw.read1(65536):
+            n += len(chunk)
+            if n > self.limit or time.monotonic() > end:
+                self.raw.close()
+                raise AnswerUnusable(f"more than {self.limit} bytes" if n > self.limit
+                                     else f"still arriving after {self.deadline:g} s")
+            yield chunk
+
+
+def _bounded(client) -> None:
+    """Send AssumeRoleWithWebIdentity through the client's own HTTP session, but hand botocore
+    a body that stops at MAX_ANSWER_BYTES (botocore itself would read any size into memory)."""
+    from botocore.awsrequest import AWSResponse
+
+    def send(request, **_):
+        request.stream_output = True  # else the session reads the whole body at once
+        r = client._endpoint.http_session.send(request)  # the client's session: its TLS and time-outs
+        return AWSResponse(r.url, r.status_code, r.headers, _CappedBody(r.raw, MAX_ANSWER_BYTES, TIMEOUT[1]))
+
+    client.meta.events.register("before-send.sts.AssumeRoleWithWebIdentity", send)
 
 
 _local = threading.local()
@@ -85,13 +126,17 @@ def _origin(url: str) -> str:
 
 def assume_role(sts: StsSpec, token: str, now: float | None = None) -> Keys:
     import botocore.exceptions
+    import botocore.parsers
     from botocore import UNSIGNED
 
     now = time.time() if now is None else now
     client = session().client("sts", endpoint_url=sts.endpoint, region_name=sts.region,
                           aws_access_key_id="unused", aws_secret_access_key="unused",  # noqa: S106
                           verify=_verify(sts.ca_file), config=_config(signature_version=UNSIGNED))
+    _bounded(client)
     kw = {"DurationSeconds": int(sts.duration)} if sts.duration else {}
+    unusable = f"STS at {_origin(sts.endpoint)} gave an answer that is not an AssumeRoleWithWebIdentity result"
+    hint = "is sts.endpoint the STS endpoint of the S3 server? (the server may be failing: sts-wire tries again)"
     try:
         r = client.assume_role_with_web_identity(RoleArn=sts.role_arn or PLACEHOLDER_ROLE,
                                                  RoleSessionName=sts.session_name or "sts-wire",
@@ -110,10 +155,22 @@ def assume_role(sts: StsSpec, token: str, now: float | None = None) -> Keys:
     except botocore.exceptions.BotoCoreError as e:
         raise StsWireError(f"STS: request to {_origin(sts.endpoint)} failed: {type(e).__name__}",
                            Exit.STS_UNREACHABLE) from None
-    c = r["Credentials"]
-    exp = c["Expiration"]
-    exp_ts = exp.timestamp() if hasattr(exp, "timestamp") else float(exp)
-    return Keys(c["AccessKeyId"], c["SecretAccessKey"], c["SessionToken"], exp_ts, now)
+    except AnswerUnusable as e:
+        raise StsWireError(f"{unusable} ({e})", Exit.STS_UNREACHABLE, hint) from None
+    except (botocore.parsers.ResponseParserError, KeyError, ValueError, TypeError) as e:
+        # botocore's message would quote the answer, which may hold keys: say only what kind.
+        raise StsWireError(f"{unusable} ({type(e).__name__})", Exit.STS_UNREACHABLE, hint) from None
+    try:
+        c = r["Credentials"]
+        exp = c["Expiration"]
+        exp_ts = exp.timestamp() if hasattr(exp, "timestamp") else float(exp)
+        keys = Keys(c["AccessKeyId"], c["SecretAccessKey"], c["SessionToken"], exp_ts, now)
+    except (KeyError, TypeError, ValueError) as e:
+        raise StsWireError(f"{unusable} (no usable {e if isinstance(e, KeyError) else 'Expiration'})",
+                           Exit.STS_UNREACHABLE, hint) from None
+    if not all(isinstance(v, str) and v for v in (keys.access_key_id, keys.secret_access_key, keys.session_token)):
+        raise StsWireError(f"{unusable} (empty keys)", Exit.STS_UNREACHABLE, hint)
+    return keys
 
 
 def sts_error(e, sts: StsSpec) -> StsWireError:

@@ -11,6 +11,7 @@ import json
 import time
 
 import requests
+import urllib3
 
 MAX_ANSWER_BYTES = 1 << 20  # 1 MiB
 
@@ -35,13 +36,14 @@ def bounded_body(r: requests.Response, limit: int = MAX_ANSWER_BYTES, deadline: 
     end = time.monotonic() + deadline
     body = bytearray()
     try:
-        for chunk in r.iter_content(65536):
+        # read1: whatever has arrived, so that a server dripping bytes meets the deadline too.
+        while chunk := r.raw.read1(65536, decode_content=True):
             body += chunk
             if len(body) > limit:
                 raise AnswerError(f"the answer is more than the {limit} bytes accepted")
             if time.monotonic() > end:
                 raise AnswerError(f"the answer took more than {deadline:g} s to arrive")
-    except requests.RequestException as e:
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
         raise AnswerError(f"the answer was cut off ({type(e).__name__})") from None
     finally:
         r.close()
