@@ -136,6 +136,7 @@ def test_local_run_leaves_no_secret_in_clear(hub, idp, seaweedfs, reliability): 
     try:
         hub.wait_ready("alice", timeout=120)
         env = server_environ(hub, "alice")
+        scan.add("server's API token", env["JUPYTERHUB_API_TOKEN"])  # allowed in its own environment only
         _write_through_server(hub, env["JUPYTERHUB_API_TOKEN"], "alice/secret-scan.txt", "local\n")
         assert _wait_object(seaweedfs, "alice", "secret-scan.txt") == b"local\n"
         bases = _while_running(scan, hub, user_processes("alice"), "local server running")
@@ -162,6 +163,7 @@ def test_docker_run_leaves_no_secret_in_clear(docker_hub, docker_host, idp, seaw
     try:
         h.wait_ready("alice", timeout=120)
         env = _container_env(docker_host, "jhub-alice")
+        scan.add("server's API token", env["JUPYTERHUB_API_TOKEN"])  # allowed in its own environment only
         _write_through_server(h, env["JUPYTERHUB_API_TOKEN"], "alice/secret-scan.txt", "docker\n")
         assert _wait_object(seaweedfs, "alice", "secret-scan.txt") == b"docker\n"
         info = docker_host.client().api.inspect_container("jhub-alice")
@@ -195,6 +197,7 @@ def test_slurm_run_leaves_no_secret_in_clear(slurm_hub, slurm_env, idp, seaweedf
         job_id = h.user("alice")["servers"][""]["state"]["child"]["job_id"]
         env = server_environ(h, "alice")
         own = (env["JUPYTERHUB_API_TOKEN"],)
+        scan.add("server's API token", env["JUPYTERHUB_API_TOKEN"])  # allowed in its own environment only
         _write_through_server(h, env["JUPYTERHUB_API_TOKEN"], "alice/secret-scan.txt", "slurm\n")
         assert _wait_object(seaweedfs, "alice", "secret-scan.txt") == b"slurm\n"
         bases = _while_running(scan, h, user_processes("alice"), "slurm job running")
@@ -265,6 +268,7 @@ def test_kubernetes_objects_hold_no_secret_but_the_servers_own_token(idp, seawee
         env = {e["name"]: e.get("value") for e in pod_post["body"]["spec"]["containers"][0]["env"]}
         assert json.loads(env["STS_WIRE_SPEC"])["token"] == {"source": "hub"}
         own = (env["JUPYTERHUB_API_TOKEN"],)
+        scan.add("server's API token", env["JUPYTERHUB_API_TOKEN"])  # allowed in the pod's env only
         sent = [q for q in api.requests if q.get("body")]
         for q in sent:
             scan.scan_text(f"{q['method']} {q['path']}", json.dumps(q["body"]), "Kubernetes object", allowed=own)
