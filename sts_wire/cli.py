@@ -75,11 +75,12 @@ def _spec_options(p: argparse.ArgumentParser, spec_required: bool = False) -> No
 
 def _supervision_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("supervision")
-    g.add_argument("--health-interval", type=float, default=5.0, metavar="S",
-                   help="seconds between health checks of each mount (default: 5)")
-    g.add_argument("--health-timeout", type=float, default=10.0, metavar="S",
+    # A hung mount is working again within interval + timeout + ~1 s: under 10 s by default.
+    g.add_argument("--health-interval", type=float, default=1.0, metavar="S",
+                   help="seconds between health checks of each mount (default: 1)")
+    g.add_argument("--health-timeout", type=float, default=5.0, metavar="S",
                    help="a mount that does not answer within this many seconds is hung and is "
-                        "remounted (default: 10)")
+                        "remounted (default: 5)")
     g.add_argument("--ready-timeout", type=float, default=30.0, metavar="S",
                    help="how long a mount may take to become ready (default: 30)")
     g.add_argument("--flush-timeout", type=float, default=120.0, metavar="S",

@@ -24,6 +24,7 @@ from pathlib import Path
 from . import mounts as fs
 from . import notes
 from . import rclone as rc
+from .cachefull import NoSpaceWatch
 from .credentials import Credentials
 from .errors import Exit, StsWireError
 from .mountstate import Mount
@@ -31,6 +32,7 @@ from .process import die_with_parent
 from .runtime import Runtime, write_private
 from .schedule import backoff, iso, retry_delay
 from .spec import Spec, mount_id
+from .strays import Strays
 from .sts import probe_bucket, s3_client
 from .tokens import TokenSource
 from .uploads import wait_for_uploads
@@ -65,6 +67,10 @@ class Supervisor:
         self._setpriv = shutil.which("setpriv")
         self._last_state = 0.0
         self._noted_error: StsWireError | None = None   # the renewal failure the notes tell of
+        self._strays: dict[str, Strays] = {}             # mounts being remounted
+        self._log_pos: dict[str, int] = {}               # how far each rclone log was read
+        self._no_space = {m.mid: NoSpaceWatch(str(m.cache_dir), m.spec.bucket, m.spec.prefix or "")
+                          for m in self.mounts}
         self.fuse_error: StsWireError | None = None
 
     def _write_configs(self) -> None:
@@ -161,11 +167,16 @@ class Supervisor:
             m.rc_socket.unlink()
         argv = rc.mount_argv(self.rclone_bin, m.spec, log_file=m.log_file, cache_dir=m.cache_dir,
                              rc_socket=m.rc_socket, implementation=self.spec.implementation,
-                             global_flags=self.spec.flags, ca_file=self.spec.sts.ca_file,
+                             # a remount: a file may land in the bare folder as it starts
+                             global_flags=[*self.spec.flags, *(["--allow-non-empty"] if m.mid in self._strays
+                                                                else [])],
+                             ca_file=self.spec.sts.ca_file,
                              log_level=self.log_level)
         if self._setpriv:
             argv = [self._setpriv, "--pdeathsig", "TERM", "--", *argv]
         self._log_mark(m, "starting rclone")
+        with contextlib.suppress(OSError):
+            self._log_pos[m.mid] = m.log_file.stat().st_size
         with open(m.log_file, "ab") as log_fd:
             m.proc = subprocess.Popen(argv, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                       stderr=log_fd, start_new_session=True, cwd="/",
@@ -286,6 +297,8 @@ class Supervisor:
                 m.failures, m.next_attempt = 0, now
         due = []
         for m in self.mounts:
+            if m.proc is not None:
+                self._remove_incomplete(m)
             if m.state == "ready":
                 self._health(m, now)
             if m.state == "failed" and now >= m.next_attempt and self.creds.keys is not None \
@@ -296,8 +309,12 @@ class Supervisor:
                 m.remounts += 1
                 log.info("remounting %s (attempt %d)", m.path, m.failures)
                 self._cleanup_proc(m)
+                self._strays.setdefault(m.mid, Strays(m.path)).before_mount()
             self._start_mounts(due)
             self.wait_ready([m for m in due if m.state == "starting"])
+            for m in due:
+                if m.state == "ready":
+                    self._adopt_strays(m)
             self.write_state(force=True)
         self.write_state()
 
@@ -307,7 +324,7 @@ class Supervisor:
             why = rc.explain(code, self._log_tail(m))
             self._fail(m, StsWireError(f"rclone for {m.path} stopped: {why}", Exit.MOUNT_FAILED), now)
             m.next_attempt = now if m.failures <= 1 else m.next_attempt
-            fs.lazy_unmount(m.path)
+            # The dead mount stays until the remount (see _dead).
             return
         if m.probe is not None:
             if m.probe.done.is_set():
@@ -326,9 +343,44 @@ class Supervisor:
             m.probe = fs.Probe(fs.health_fn(m.path), self.health_timeout).start()
             m.probe_started = now
 
+    def _new_log_lines(self, m: Mount) -> list[str]:
+        """Complete lines rclone added to its log since the last call (from the start again
+        after rclone rotated it)."""
+        pos = self._log_pos.get(m.mid, 0)
+        try:
+            with open(m.log_file, "rb") as f:
+                if f.seek(0, 2) < pos:
+                    pos = 0
+                f.seek(pos)
+                data = f.read(1 << 20)
+        except OSError:
+            return []
+        end = data.rfind(b"\n") + 1
+        self._log_pos[m.mid] = pos + end
+        return data[:end].decode(errors="replace").splitlines()
+
+    def _remove_incomplete(self, m: Mount) -> None:
+        """A file whose cache writes failed for lack of space was uploaded truncated: remove it
+        through the mount (rclone deletes the object), so that S3 never holds a partial file
+        under its name, and tell the user (the writer itself got EIO)."""
+        for name in self._no_space[m.mid].feed(self._new_log_lines(m)):
+            target = os.path.join(m.path, name)
+            p = fs.Probe(lambda t=target: os.unlink(t), self.health_timeout).start()
+            p.wait()
+            removed = p.done.is_set() and p.error is None
+            msg = (f"{target} could not be written completely: rclone's cache folder {m.cache_dir} is "
+                   f"full (the program writing it got an I/O error). "
+                   + ("The incomplete copy was removed from the bucket. " if removed else
+                      f"Removing the incomplete copy failed ({p.error or 'no answer'}): delete it. ")
+                   + "Free space in that folder (or give sts-wire a bigger one), then write the file again.")
+            log.error("%s", msg)
+            notes.put(m, f"sts-wire: {msg}\ntime: {iso(time.time())}\n"
+                         "this note stays until the mount is restarted or another problem replaces it.\n")
+
     def _dead(self, m: Mount, why: str, now: float) -> None:
+        # Kill, but leave the dead mount in place until the remount: until then every access
+        # fails (ENOTCONN) instead of landing, unnoticed, in the bare folder beneath it.
         self._kill(m)
-        fs.lazy_unmount(m.path)
         self._fail(m, StsWireError(f"{m.path}: {why}; remounting", Exit.MOUNT_FAILED), now)
         if m.failures <= 1:
             m.next_attempt = now
@@ -339,6 +391,27 @@ class Supervisor:
                 m.proc.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 m.proc.wait(timeout=5)
+
+    def _adopt_strays(self, m: Mount) -> None:
+        """After a remount: what was written into the bare folder meanwhile goes into the mount
+        (see sts_wire.strays), in a thread with a time limit (it writes through the mount)."""
+        strays = self._strays.pop(m.mid)
+        p = fs.Probe(strays.adopt, self.ready_timeout).start()
+        if not p.wait():
+            log.error("%s: copying what was written during the remount is still going on", m.path)
+            return
+        if p.error is not None:
+            log.error("%s: cannot copy what was written during the remount: %s", m.path, p.error)
+            return
+        copied, aside = p.result
+        if copied:
+            log.warning("%s: %d file(s) written while it was being remounted were copied into it: %s",
+                        m.path, len(copied), ", ".join(copied[:5]))
+        if aside is not None:
+            msg = (f"files written into {m.path} while {m.spec.remote} was being remounted could not "
+                   f"be put into the bucket (a folder, or a name it already has): they are in {aside}")
+            log.error("%s", msg)
+            notes.put(m, f"sts-wire: {msg}\ntime: {iso(time.time())}\n")
 
     def _cleanup_proc(self, m: Mount) -> None:
         self._kill(m)

@@ -1,0 +1,350 @@
+"""Storage faults under a running notebook server (issue 10): alice's server runs through a real
+hub (CloudSpawner, local backend) as `sts-wire run -- jupyterhub-singleuser` with her bucket
+mounted from a private SeaweedFS (restarting it must not disturb other tests). Her rclone is
+killed or stopped, the S3 server is restarted: each time the mount comes back by itself, the
+notebook server keeps its PID and answers throughout, files written before are intact (sha256
+through the mount and in S3), and a write afterwards lands in S3. A full cache disk gives the
+writer a clear error and leaves no partial object in S3 (sts-wire level, with a small tmpfs as
+its cache folder)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from tests.sts_wire_helpers import Wire, children_of, fuse_mounts_under, refresh_token_setup, wait_until, write_spec
+from tests.testbed.cloudhub import CloudHub, singleuser_processes, spawner_profiles
+from tests.testbed.hub import server_environ
+from tests.testbed.procs import pid_alive
+from tests.testbed.seaweedfs import SeaweedFS
+
+RECOVERY_LIMIT = 10.0  # seconds: the issue's promise for a killed or hung rclone
+
+
+@pytest.fixture(scope="module")
+def fuse_for_users():
+    """What udev does on a normal machine (TESTBED.md): users may open /dev/fuse."""
+    import stat
+
+    if stat.S_IMODE(os.stat("/dev/fuse").st_mode) & 0o006 != 0o006:
+        os.chmod("/dev/fuse", 0o666)  # noqa: S103 (udev's own mode for it)
+
+
+@pytest.fixture(scope="module")
+def private_s3(idp, run_dir):
+    """A SeaweedFS of this module only: the S3 restart must not disturb the session's."""
+    s = SeaweedFS(idp, run_dir / "seaweedfs-faults").start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def hub(idp, private_s3, run_dir, fuse_for_users):
+    root = run_dir / "s3-faults"
+    root.mkdir()
+    root.chmod(0o1777)
+    mounts = [{"bucket": "{username}", "path": f"{root}/{{username}}"}]
+    extra = {**spawner_profiles(mounts),
+             "storage": {"s3_endpoint": private_s3.endpoint, "provider": "SeaweedFS",
+                         "role_arn": private_s3.role_arn, "region": private_s3.region,
+                         "mount_roots": [str(root)]}}
+    h = CloudHub(idp, run_dir / "hub-faults", extra=extra,
+                 hub_config=f"c.Spawner.notebook_dir = {str(root)!r}\n")
+    h.start()
+    h.login("alice")
+    h.root = root
+    yield h
+    h.stop()
+
+
+def notebooks(hub: CloudHub) -> list[psutil.Process]:
+    """alice's jupyterhub-singleuser processes of this hub (not the sts-wire that runs one)."""
+    return [p for p in singleuser_processes(hub, "alice") if "sts-wire" not in " ".join(p.cmdline())]
+
+
+class Server:
+    """alice's running server as the test sees it: processes, contents API, her S3 objects."""
+
+    def __init__(self, hub: CloudHub, s3: SeaweedFS):
+        self.hub, self.s3 = hub, s3
+        self.mount = f"{hub.root}/alice"
+        env = server_environ(hub, "alice")
+        self.headers = {"Authorization": f"token {env['JUPYTERHUB_API_TOKEN']}"}
+        self.base = f"{hub.url}/user/alice/api"
+        (self.notebook,) = notebooks(hub)
+        wire = self.notebook.parent()
+        assert "sts-wire" in " ".join(wire.cmdline()), wire.cmdline()
+        self.wire = wire.pid
+
+    def rclone(self) -> int | None:
+        """PID of the rclone serving her bucket: a child of her server's sts-wire."""
+        for pid in children_of(self.wire):
+            with contextlib.suppress(psutil.Error):
+                argv = psutil.Process(pid).cmdline()
+                if argv and argv[0].endswith("rclone") and self.mount in argv:
+                    return pid
+        return None
+
+    def put(self, name: str, data: bytes, timeout: float = 30) -> requests.Response:
+        return requests.put(f"{self.base}/contents/alice/{name}", headers=self.headers, timeout=timeout,
+                            json={"type": "file", "format": "base64",
+                                  "content": base64.b64encode(data).decode()})
+
+    def get(self, name: str, timeout: float = 30) -> bytes:
+        r = requests.get(f"{self.base}/contents/alice/{name}", params={"format": "base64", "type": "file"},
+                         headers=self.headers, timeout=timeout)
+        r.raise_for_status()
+        return base64.b64decode(r.json()["content"])
+
+    def in_s3(self, name: str) -> bytes | None:
+        try:
+            return self.s3.admin_s3().get_object(Bucket="alice", Key=name)["Body"].read()
+        except Exception:  # noqa: BLE001 - not (yet) there, or S3 still starting
+            return None
+
+    def write_files(self, tag: str, n: int, size: int = 16 * 1024) -> dict[str, str]:
+        """n files of random bytes through the contents API: name -> sha256."""
+        sums = {}
+        for i in range(n):
+            data = os.urandom(size)
+            name = f"{tag}-{i:02d}.bin"
+            r = self.put(name, data)
+            assert r.status_code in (200, 201), r.text
+            sums[name] = hashlib.sha256(data).hexdigest()
+        return sums
+
+    def wait_in_s3(self, sums: dict[str, str], timeout: float = 60) -> None:
+        def all_there():
+            return all(hashlib.sha256(self.in_s3(n) or b"").hexdigest() == h for n, h in sums.items())
+        wait_until(all_there, timeout, "the files in S3", 0.5)
+
+    def intact(self, sums: dict[str, str]) -> None:
+        """The same bytes through the mount (contents API) and in S3."""
+        for name, h in sums.items():
+            assert hashlib.sha256(self.get(name)).hexdigest() == h, f"{name} changed (read through the mount)"
+            assert hashlib.sha256(self.in_s3(name) or b"").hexdigest() == h, f"{name} changed in S3"
+
+    def recover(self, t0: float, tag: str, timeout: float = 60) -> tuple[float, int]:
+        """Write and read back a probe file through the server until it works: (seconds since
+        t0, failed attempts). Each attempt is what a person saving a notebook would do."""
+        failures, deadline = 0, time.monotonic() + timeout
+        data = f"probe {tag}\n".encode()
+        while time.monotonic() < deadline:
+            try:
+                r = self.put(f"probe-{tag}.txt", data, timeout=15)
+                # Working means: in the bucket, not merely in the folder (a bare folder takes
+                # writes too while nothing is mounted on it).
+                if r.status_code in (200, 201) and self.get(f"probe-{tag}.txt", timeout=15) == data:
+                    with contextlib.suppress(AssertionError):
+                        wait_until(lambda: self.in_s3(f"probe-{tag}.txt") == data, 5, "probe in S3")
+                        return time.monotonic() - t0, failures
+            except requests.RequestException:
+                pass
+            failures += 1
+            time.sleep(0.2)
+        raise AssertionError(f"the mount did not work again within {timeout} s:\n{self.logs()}")
+
+    def logs(self, lines: int = 40) -> str:
+        """The ends of the logs sts-wire and its rclone keep open (for failure messages)."""
+        out = []
+        for pid in [self.wire, *children_of(self.wire)]:
+            with contextlib.suppress(OSError):
+                for fd in Path(f"/proc/{pid}/fd").iterdir():
+                    target = os.readlink(fd)
+                    if target.endswith(".log"):
+                        text = Path(f"/proc/{pid}/root{target}").read_text(errors="replace")
+                        out.append(f"--- {target}\n" + "\n".join(text.splitlines()[-lines:]))
+        return "\n".join(dict.fromkeys(out))
+
+
+class ApiWatch:
+    """Ask the server's /api every 0.2 s in a thread; count what did not answer within the
+    recovery window, and the slowest answer."""
+
+    def __init__(self, server: Server):
+        self.server, self.ok, self.failed, self.slowest = server, 0, [], 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            t0 = time.monotonic()
+            try:
+                r = requests.get(self.server.base, headers=self.server.headers, timeout=RECOVERY_LIMIT)
+                if r.status_code == 200 and "version" in r.json():
+                    self.ok += 1
+                    self.slowest = max(self.slowest, time.monotonic() - t0)
+                else:
+                    self.failed.append(r.status_code)
+            except requests.RequestException as e:
+                self.failed.append(type(e).__name__)
+            self._stop.wait(0.2)
+
+    def __enter__(self) -> ApiWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def alice(hub, private_s3):
+    r = hub.spawn("alice", options={"profile": "physics-cpu", "cpu": 1, "memory": "1G"})
+    assert r.status_code in (201, 202), r.text
+    hub.wait_ready("alice", timeout=120)
+    server = Server(hub, private_s3)
+    wait_until(server.rclone, 30, "alice's rclone")
+    yield server
+    hub.stop_server("alice")
+
+
+# --- rclone killed or hung -----------------------------------------------------------------------
+@pytest.mark.parametrize("how", ["killed", "hung"])
+def test_rclone_killed_or_hung_under_a_running_server(alice, how, reliability):
+    before = alice.write_files(f"before-{how}", 20)
+    alice.wait_in_s3(before)
+    notebook_pid, old = alice.notebook.pid, alice.rclone()
+    assert old is not None
+    # Written just before the fault, not waited for: rclone may not have uploaded them yet.
+    last = alice.write_files(f"last-{how}", 3)
+    with ApiWatch(alice) as watch:
+        t0 = time.monotonic()
+        os.kill(old, signal.SIGKILL if how == "killed" else signal.SIGSTOP)
+        try:
+            took, failed_ops = alice.recover(t0, how)
+            new = alice.rclone()
+        finally:
+            if how == "hung" and pid_alive(old):  # sts-wire should have killed it; if not, free it
+                os.kill(old, signal.SIGCONT)
+        time.sleep(1)  # the server keeps answering after the remount too
+    print(f"rclone {how}: mount working again after {took:.1f} s, {failed_ops} failed operations, "
+          f"/api {watch.ok} answers (slowest {watch.slowest:.1f} s), {len(watch.failed)} failures {watch.failed}")
+    assert new is not None and new != old, "sts-wire started no new rclone"
+    assert not pid_alive(old)
+    assert took < RECOVERY_LIMIT, f"the mount worked again only after {took:.1f} s"
+    assert watch.failed == [] and watch.ok >= 5, watch.failed
+    assert alice.notebook.pid == notebook_pid and alice.notebook.is_running()
+    assert notebooks(alice.hub) == [alice.notebook]
+    # Nothing written during the remount was left beside the folder (sts_wire.strays).
+    assert not list(alice.hub.root.glob("*sts-wire-unsaved*")) and not list(alice.hub.root.glob(".*staging"))
+    alice.intact(before)
+    alice.wait_in_s3(last)   # rclone's cache survives it: the new rclone uploads what was pending
+    alice.intact(last)
+    after = alice.write_files(f"after-{how}", 1)
+    alice.wait_in_s3(after)
+    reliability.record(f"fault.rclone-{how}",
+                       f"mount working again {took:.1f} s after {'SIGKILL' if how == 'killed' else 'SIGSTOP'}"
+                       f" ({failed_ops} failed save(s) in that window); notebook server same PID, /api "
+                       f"answered {watch.ok}/{watch.ok + len(watch.failed)} (slowest {watch.slowest:.1f} s); "
+                       f"{len(before) + len(last)} files intact (sha256, mount and S3); new write in S3")
+
+
+# --- rclone's cache folder on a full disk --------------------------------------------------------
+def _write_big(path: Path, data: bytes, chunk: int = 1 << 20) -> tuple[str, int] | None:
+    """Write data to path as a program would; (the step that failed, errno) or None."""
+    try:
+        f = open(path, "wb")  # noqa: SIM115 - the close is one of the steps that may fail
+    except OSError as e:
+        return "open", e.errno
+    step = "write"
+    try:
+        for i in range(0, len(data), chunk):
+            f.write(data[i:i + chunk])
+        step = "flush"
+        f.flush()
+        step = "close"
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            f.close()
+        return step, e.errno
+    try:
+        f.close()
+    except OSError as e:
+        return "close", e.errno
+    return None
+
+
+def test_full_cache_disk_gives_the_writer_an_error_and_s3_no_partial_object(private_s3, idp, tmp_path,
+                                                                               reliability):
+    import errno
+
+    wire = Wire(tmp_path)
+    size_mib = 16
+    wire.cache.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mib}m,mode=0700", "sts-wire-cache-full",
+                    str(wire.cache)], check=True)
+    token, _ = refresh_token_setup(idp, "alice", wire.tmp / "secrets")
+    spec = write_spec(wire.tmp / "spec.yaml", private_s3, [{"remote": "alice", "path": f"{wire.root}/alice"}],
+                      token, role_arn=private_s3.role_arn)
+    folder = wire.root / "alice"
+    s3 = private_s3.admin_s3()
+    try:
+        wire.start("run", ["--spec", str(spec), "--", "sleep", "600"])
+        wire.wait_mounted([folder])
+        earlier = {}
+        for i in range(3):
+            data = os.urandom(256 * 1024)
+            (folder / f"cache-full-earlier-{i}.bin").write_bytes(data)
+            earlier[f"cache-full-earlier-{i}.bin"] = hashlib.sha256(data).hexdigest()
+
+        def uploaded(names):
+            return all(hashlib.sha256(s3.get_object(Bucket="alice", Key=n)["Body"].read()).hexdigest() == h
+                       for n, h in names.items())
+        wait_until(lambda: uploaded(earlier), 30, "the earlier files in S3", 0.5)
+
+        free = os.statvfs(wire.cache).f_bavail * os.statvfs(wire.cache).f_frsize
+        big = os.urandom(free + 8 * 1024 * 1024)  # more than the cache disk has left
+        t0 = time.monotonic()
+        failed = _write_big(folder / "cache-full-big.bin", big)
+        took = time.monotonic() - t0
+        print(f"cache disk full: {free / 2**20:.1f} MiB free, writing {len(big) / 2**20:.1f} MiB: {failed} "
+              f"after {took:.1f} s")
+        assert failed is not None, "the writer was told nothing although the cache disk is full"
+        step, code = failed
+        assert code in (errno.ENOSPC, errno.EIO, errno.EDQUOT), f"{step}: {os.strerror(code)}"
+
+        # Whatever rclone does with the half-written file: S3 never holds a partial object.
+        objects = {}
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            listing = s3.list_objects_v2(Bucket="alice", Prefix="cache-full-").get("Contents", [])
+            objects = {o["Key"]: o["Size"] for o in listing}
+            time.sleep(1)
+        big_sum = hashlib.sha256(big).hexdigest()
+        if "cache-full-big.bin" in objects:
+            body = s3.get_object(Bucket="alice", Key="cache-full-big.bin")["Body"].read()
+            assert hashlib.sha256(body).hexdigest() == big_sum, \
+                f"S3 holds a corrupt cache-full-big.bin ({len(body)} of {len(big)} bytes)"
+        assert set(objects) <= {*earlier, "cache-full-big.bin"}, objects
+        for name, h in earlier.items():
+            assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == h
+            assert uploaded({name: h})
+        # Once space is free again (the failed file removed), writing works again.
+        with contextlib.suppress(OSError):
+            (folder / "cache-full-big.bin").unlink()
+        after = os.urandom(64 * 1024)
+        wait_until(lambda: (folder / "cache-full-after.bin").write_bytes(after) or True, 20, "a write after")
+        wait_until(lambda: uploaded({"cache-full-after.bin": hashlib.sha256(after).hexdigest()}), 30,
+                   "the write after in S3", 0.5)
+        reliability.record("fault.cache-disk-full",
+                           f"{len(big) / 2**20:.0f} MiB written with {free / 2**20:.1f} MiB free in a "
+                           f"{size_mib} MiB cache: {errno.errorcode[code]} at {step} after {took:.1f} s; "
+                           f"S3: {'complete object (sha256)' if 'cache-full-big.bin' in objects else 'no object'}"
+                           f"; {len(earlier)} earlier files intact (sha256); writes work again after")
+    finally:
+        wire.cleanup()
+        subprocess.run(["umount", "-l", str(wire.cache)], check=False)
+        assert fuse_mounts_under(wire.root) == []
