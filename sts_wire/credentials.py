@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 
-from .errors import StsWireError
+from .errors import Exit, StsWireError
 from .redaction import SECRETS
 from .runtime import Runtime, write_private
 from .schedule import Lifetime, backoff, iso, retry_delay
@@ -15,6 +15,11 @@ from .sts import Keys, assume_role
 from .tokens import Token, TokenSource
 
 log = logging.getLogger("sts_wire")
+
+# Failures that heal by themselves: the user need not do anything, only know.
+TRANSIENT = (Exit.IDP_UNREACHABLE, Exit.STS_UNREACHABLE)
+SELF_HEALING = ("nothing to do: sts-wire keeps trying and renews the keys by itself once it answers "
+                "again; no restart is needed")
 
 
 # --- token and keys ----------------------------------------------------------------------------
@@ -108,6 +113,8 @@ class Credentials:
             deadline = self.keys.expires_at if self.keys else None
             delay = retry_delay(self.failures - 1, now, deadline)
             self.next_try = now + delay
+            if e.code in TRANSIENT and not e.hint:
+                e.hint = SELF_HEALING
             self.last_error = e
             left = f"; keys still valid for {int(deadline - now)} s" if deadline and deadline > now else ""
             log.warning("renewal failed (%s)%s; retrying in %.0f s", e.message, left, delay)
@@ -122,6 +129,15 @@ class Credentials:
         self.last_error = None
         return changed
 
+    def worth_telling(self, now: float) -> bool:
+        """Whether the user should learn of the last failure now (a note beside each folder): at
+        once when they must act (log in again), else once the keys themselves can no longer be
+        renewed (a short blip of the IdP while the keys are young is not worth a note)."""
+        err = self.last_error
+        if err is None or self.keys is None:
+            return False
+        return err.code not in TRANSIENT or self.keys_due(now)
+
     def next_due(self) -> float:
         cands = [self.next_try]
         if self.keys:
@@ -135,4 +151,5 @@ class Credentials:
                 "access_key": (self.keys.access_key_id[:4] + "...") if self.keys else None,
                 "last_renewal": iso(self.last_renewal), "key_renewals": self.renewals,
                 "token_renewals": self.token_renewals, "renewal_failures": self.renewal_failures,
-                "last_error": self.last_error.message if self.last_error else None}
+                "last_error": self.last_error.message if self.last_error else None,
+                "last_error_hint": self.last_error.hint if self.last_error else None}

@@ -28,7 +28,12 @@ def failure_text(m: Mount, retry_in: float, log_dir: Path) -> str:
 
 
 def renewal_text(m: Mount, err: StsWireError, keys: Keys | None) -> str:
-    left = f"the S3 keys stay valid until {iso(keys.expires_at)}; after that" if keys else "until then"
+    if keys is None:
+        left = "until then"
+    elif keys.expires_at > time.time():
+        left = f"the S3 keys stay valid until {iso(keys.expires_at)}; after that"
+    else:
+        left = f"the S3 keys expired at {iso(keys.expires_at)}; until a renewal works,"
     return (f"sts-wire cannot renew access to {m.spec.remote} (mounted on {m.path})\n"
             f"time: {iso(time.time())}\n"
             f"reason: {err.message}\n"

@@ -281,7 +281,7 @@ class Supervisor:
         had_keys = self.creds.keys is not None
         self.creds.tick(now)
         err = self.creds.last_error
-        if err is not None and err.code == Exit.TOKEN and had_keys:
+        if err is not None and had_keys and self.creds.worth_telling(now):
             if err is not self._noted_error:
                 self._renewal_note(err)
                 self._noted_error = err

@@ -146,7 +146,8 @@ class HubSource(TokenSource):
         if r.status_code == 503 or r.status_code >= 500:
             raise StsWireError(f"the hub cannot renew the token now (HTTP {r.status_code}"
                                f"{': ' + msg if msg else ''})", Exit.IDP_UNREACHABLE,
-                               "the identity provider is unreachable from the hub; sts-wire tries again")
+                               "the identity provider is unreachable from the hub; nothing to do: sts-wire keeps "
+                               "trying and renews the keys by itself once it answers again")
         if r.status_code != 200:
             raise StsWireError(f"the JupyterHub API answered HTTP {r.status_code} for {path}", Exit.IDP_UNREACHABLE)
         at = doc.get("access_token")

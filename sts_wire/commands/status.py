@@ -47,6 +47,8 @@ def cmd_status(args) -> int:
               f"{_ago(st.get('last_renewal'))}; renewals: {st.get('key_renewals', 0)}")
         if st.get("last_error"):
             print(f"  error:  {st['last_error']}")
+            if st.get("last_error_hint"):
+                print(f"  what to do: {st['last_error_hint']}")
         for m in st.get("mounts", []):
             flag = "" if m["mounted_now"] == (m["state"] == "ready") else " (mount table disagrees)"
             print(f"  {m['path']:<28} {m['remote']:<20} {m['state']}{flag}, remounts {m.get('remounts', 0)}"

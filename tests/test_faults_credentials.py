@@ -1,0 +1,212 @@
+"""Credential faults, end to end: a hub of its own whose IdP hands out access tokens that live
+AT_TTL seconds, a SeaweedFS whose STS keys live KEYS seconds, and alice's running server whose
+sts-wire takes her token from the hub (as a spawned notebook server does).
+
+- fault.idp-outage: the IdP's token endpoint fails (HTTP 503, then hangs) for longer than the keys
+  live. The mount works until the keys expire; the note beside the folder and `sts-wire status`
+  say what is wrong and that nothing needs doing; once the IdP answers again, the hub refreshes the
+  token, sts-wire renews the keys, and writes land again, with no restart. alice stays logged in
+  to the hub all along. Files written before the outage are intact (sha256).
+- fault.keys-expire-mid-write: one file written slowly, across several key renewals, through the
+  mount: no write call fails and the object in S3 has the source's sha256.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import time
+
+import pytest
+
+from tests.sts_wire_helpers import Wire, wait_until, write_spec
+from tests.test_sts_wire_hub import start_server, stop_server
+from tests.testbed.hub import Hub
+from tests.testbed.idp import IdP
+from tests.testbed.seaweedfs import SeaweedFS
+
+AT_TTL = 20     # seconds an access token lives at this IdP
+KEYS = 20       # seconds STS keys live at this SeaweedFS
+MARGIN = 15     # the hub refreshes a token with less than this left
+
+
+@pytest.fixture(scope="module")
+def world(pki, run_dir):
+    """(idp, s3, hub, alice's server environment)."""
+    idp = IdP(pki, run_dir / "idp-fault-creds", at_ttl=AT_TTL).start()
+    s3 = SeaweedFS(idp, run_dir / "seaweedfs-fault-creds", token_duration=f"{KEYS}s").start()
+    hub = Hub(idp, run_dir / "hub-fault-creds", auth={"refresh_margin_seconds": MARGIN, "auth_refresh_age": 1},
+              extra_config="c.IAMAuthenticator.idp_timeout = 2\n").start()
+    try:
+        env = start_server(hub, "alice")
+        yield idp, s3, hub, env
+    finally:
+        with contextlib.suppress(Exception):
+            stop_server(hub, "alice")
+        hub.stop()
+        s3.stop()
+        idp.stop()
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def in_s3(admin, key: str, digest: str) -> bool:
+    try:
+        body = admin.get_object(Bucket="alice", Key=key)["Body"].read()
+    except Exception:  # noqa: BLE001 - not there (yet)
+        return False
+    return sha(body) == digest
+
+
+def lands(admin, key: str, digest: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if in_s3(admin, key, digest):
+            return True
+        time.sleep(0.25)
+    return False
+
+
+def start_wire(tmp_path, s3, env, prefix: str) -> tuple[Wire, os.PathLike]:
+    wire = Wire(tmp_path)
+    spec = write_spec(tmp_path / "spec.yaml", s3, [{"remote": f"alice/{prefix}", "path": f"{wire.root}/alice"}],
+                      {"source": "hub"}, role_arn=s3.role_arn_for("alice"))
+    wire.start("run", ["--spec", str(spec), "--log-level", "DEBUG", "--", "/bin/sleep", "900"], env=env)
+    folder = wire.root / "alice"
+    wire.wait_mounted([folder])
+    return wire, folder
+
+
+@pytest.mark.slow
+def test_idp_outage_longer_than_the_keys_then_everything_renews_by_itself(world, tmp_path, reliability):
+    idp, s3, hub, env = world
+    admin = s3.admin_s3()
+    prefix = f"outage-{int(time.time())}"
+    wire, folder = start_wire(tmp_path, s3, env, prefix)
+    note = wire.root / "alice.sts-wire-error.txt"
+    browser, r = hub.login("alice")
+    assert r.status_code == 302, r.text[:300]
+    try:
+        before = {}
+        for i in range(5):
+            data = os.urandom(256 << 10)
+            (folder / f"before-{i}.bin").write_bytes(data)
+            before[f"before-{i}.bin"] = sha(data)
+        for name, digest in before.items():
+            assert lands(admin, f"{prefix}/{name}", digest, 20), name
+
+        n = 0
+        pending: dict[str, str] = {}
+
+        refused: list[str] = []
+
+        def probe(timeout: float) -> bool:
+            """Write a new file through the mount; True once it is in S3. With expired keys the
+            write is refused (EIO) or held in rclone's cache until the keys work again."""
+            nonlocal n
+            n += 1
+            name, data = f"probe-{n:03d}.txt", f"probe {n} {time.time():.3f}\n".encode()
+            try:
+                (folder / name).write_bytes(data)
+            except OSError as e:
+                refused.append(f"{name}: {e.strerror}")
+                return False
+            ok = lands(admin, f"{prefix}/{name}", sha(data), timeout)
+            if not ok:
+                pending[name] = sha(data)
+            return ok
+
+        def logged_in() -> bool:
+            return browser.get(hub.url + "/hub/home", allow_redirects=False).status_code == 200
+
+        assert probe(10)
+        keys_at_start = wire.instance()
+        t_out = time.time()
+        last_ok = t_out
+        sessions_ok = []
+        with idp.fault("/token", status=503):
+            # the mount works on with the keys it holds (and those the still valid token gets)
+            while time.time() - t_out < 3 * (AT_TTL + KEYS):
+                if not probe(6):
+                    break
+                last_ok = time.time()
+                sessions_ok.append(logged_in())
+                time.sleep(1)
+            t_fail = time.time()
+            assert pending or refused, f"the writes kept landing for {t_fail - t_out:.0f} s of outage"
+            with idp.fault("/token", delay=30):      # now the IdP hangs instead
+                text = wait_until(lambda: note.exists() and note.read_text(), 30, "the note beside the folder")
+                status = wire.run("status", ["--runtime-dir", str(wire.runtime)])
+                st = wire.instance()
+                sessions_ok.append(logged_in())
+                assert not probe(3)
+                time.sleep(5)
+                sessions_ok.append(logged_in())
+                state_in = hub.user("alice")["auth_state"]
+        t_back = time.time()
+        outage = t_back - t_out
+        assert outage > KEYS
+        # told: the note and `sts-wire status` name the problem and what to do
+        assert "cannot renew access to" in text and "hub cannot renew the token" in text, text
+        assert "what to do:" in text and "by itself" in text, text
+        assert "hub cannot renew the token" in status.stdout and "by itself" in status.stdout, status.stdout
+        assert "hub cannot renew the token" in (st["last_error"] or ""), st
+        # nobody was logged out of the hub
+        assert sessions_ok and all(sessions_ok), sessions_ok
+        assert state_in["refresh_token"], "the hub dropped alice's refresh token"
+        # back: new keys, writes land again, the note goes, nothing restarted
+        wait_until(lambda: probe(5), 90, "a write landing after the IdP came back", interval=0.5)
+        t_ok = time.time()
+        st = wait_until(lambda: (s := wire.instance())["last_error"] is None and s, 30, "no error in status")
+        assert st["key_renewals"] > keys_at_start["key_renewals"] and st["keys_expire"] > keys_at_start["keys_expire"]
+        wait_until(lambda: not note.exists(), 30, "the note going away")
+        assert wire.proc.poll() is None and all(m["remounts"] == 0 for m in st["mounts"]), st
+        assert hub.user("alice")["auth_state"]["access_token"] != state_in["access_token"]
+        assert logged_in()
+        # what was written before is intact; what was written during the outage arrives
+        for name, digest in before.items():
+            assert in_s3(admin, f"{prefix}/{name}", digest), name
+    finally:
+        wire.cleanup()
+    result = (f"IdP down {outage:.0f} s (keys live {KEYS} s, tokens {AT_TTL} s): writes landed for "
+              f"{last_ok - t_out:.0f} s, then the user was told (note, status); writes landed again "
+              f"{t_ok - t_back:.1f} s after the IdP returned; {len(before)} earlier files intact (sha256); "
+              "hub session kept")
+    print(result, refused)
+    reliability.record("fault.idp-outage", result)
+
+
+def test_the_user_is_told_at_once_to_log_in_but_of_an_outage_only_once_the_keys_are_due(tmp_path):
+    """The note policy (pure): a refused token needs the user now; an unreachable IdP only once
+    the keys can no longer be renewed; the hint then says that nothing needs doing."""
+    from sts_wire.credentials import Credentials
+    from sts_wire.errors import Exit, StsWireError
+    from sts_wire.runtime import Runtime
+    from sts_wire.spec import Spec, StsSpec
+    from sts_wire.sts import Keys
+    from sts_wire.tokens import Token, TokenSource
+
+    class Down(TokenSource):
+        code = Exit.IDP_UNREACHABLE
+
+        def fetch(self):
+            raise StsWireError("refresh-token grant: the identity provider failed (HTTP 503)", self.code)
+
+    rt = Runtime(tmp_path / "run")
+    creds = Credentials(Down(), Spec(sts=StsSpec(endpoint="https://sts.invalid")), rt)
+    t = time.time()
+    creds.keys = Keys("ASIAEXAMPLE", "s", "t", expires_at=t + 60, obtained_at=t)
+    creds.token = Token("eyJ.not.used", expires_at=t + 20, obtained_at=t - 10, source="refresh")
+    assert creds.tick(t + 10) is False and creds.last_error is not None
+    assert not creds.worth_telling(t + 10)               # young keys: a blip is not worth a note
+    assert creds.tick(t + 45) is False                    # keys due (2/3 of 60 s): renewal fails
+    assert creds.worth_telling(t + 45)
+    assert "by itself" in creds.last_error.hint and "by itself" in creds.state()["last_error_hint"]
+    Down.code = Exit.TOKEN                                # refused: the user must act, at once
+    creds.next_try = 0
+    creds.tick(t + 11)
+    assert creds.worth_telling(t + 11) and creds.last_error.hint is None
+    rt.remove()
