@@ -7,15 +7,20 @@ anything of his (a corpus of cross-user hub API requests, each refused)."""
 from __future__ import annotations
 
 import secrets
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import requests
 from botocore.exceptions import ClientError
 
 from tests.sts_wire_helpers import Wire, fuse_mounts_under, refresh_token_setup, wait_until, write_spec
+from tests.test_spawner_storage import fuse_for_users, hub  # noqa: F401 (the storage hub: servers with mounts)
+from tests.testbed.cloudhub import user_processes
 from tests.testbed.hub import Hub, server_environ, spawn
 from tests.testbed.s3 import assume_role, error_code, s3_client
+from tests.testbed.secrets import sts_wire_files
 
 DENIED = ("AccessDenied", "403", "Forbidden")
 
@@ -65,7 +70,40 @@ def mount_with_sts_wire(tmp_path, seaweedfs, idp, user: str, buckets: list[str])
     return wire, wait_until(settled, 60, f"{user}'s mounts settled", 0.2)
 
 
-def test_alice_cannot_mount_list_or_read_bobs_bucket(seaweedfs, idp, tmp_path, reliability):
+def as_user(user: str, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["runuser", "-u", user, "--", *argv], capture_output=True, text=True, timeout=30)
+
+
+def bobs_server_seen_by_alice(storage_hub, seaweedfs) -> int:
+    """bob's server with his bucket mounted runs on the same machine: alice, logged in there,
+    can read neither its environment, nor its S3 keys, nor his mounted bucket (bob can: the
+    paths are right). Returns how many attempts were refused."""
+    seaweedfs.admin_s3().put_object(Bucket="bob", Key="mounted.txt", Body=b"bob's\n")
+    r = storage_hub.spawn("bob", options={"profile": "physics-cpu", "cpu": 1, "memory": "1G"})
+    assert r.status_code in (201, 202), r.text
+    try:
+        storage_hub.wait_ready("bob", timeout=120)
+        port = f":{storage_hub.hub_port}/"
+        procs = [p for p in user_processes("bob") if port in p.environ().get("JUPYTERHUB_API_URL", "")]
+        wire = next(p.pid for p in procs if any(a.endswith("sts-wire") for a in p.cmdline()[:2]))
+        (keys,) = sts_wire_files(wire, "keys.json")
+        keys = Path(str(keys).replace(f"/proc/{wire}/root", "", 1))
+        mounted = f"/proc/{wire}/root{storage_hub.root}/bob/mounted.txt"  # in his mount namespace
+        attempts = {("cat", f"/proc/{wire}/environ"): "JUPYTERHUB_API_TOKEN", ("cat", str(keys)): "SecretAccessKey",
+                    ("ls", str(keys.parent.parent)): keys.parent.name, ("cat", mounted): "bob's"}
+        for argv, content in attempts.items():
+            assert wait_until(lambda a=argv, c=content: c in as_user("bob", *a).stdout, 20, f"bob: {argv}")
+            r = as_user("alice", *argv)
+            assert r.returncode != 0 and content not in r.stdout, (argv, r)
+            assert "Permission denied" in r.stderr, (argv, r.stderr)
+        # and his mount is not on the machine, where alice could find it
+        assert not Path(f"{storage_hub.root}/bob/mounted.txt").exists()
+        return len(attempts)
+    finally:
+        storage_hub.stop_server("bob")
+
+
+def test_alice_cannot_mount_list_or_read_bobs_bucket(seaweedfs, idp, tmp_path, hub, reliability):  # noqa: F811
     secret = secrets.token_bytes(64)
     seaweedfs.admin_s3().put_object(Bucket="bob", Key="private.bin", Body=secret)
     alice = keys_of(seaweedfs, idp, "alice")
@@ -90,9 +128,12 @@ def test_alice_cannot_mount_list_or_read_bobs_bucket(seaweedfs, idp, tmp_path, r
     finally:
         wire.cleanup()
     why = next(w for w in note.split() if "denied" in w.lower())
+    on_machine = bobs_server_seen_by_alice(hub, seaweedfs)
     reliability.record("isolation.buckets", f"alice's own STS keys on bob's bucket: {len(codes)} operations "
                        f"refused ({', '.join(sorted(set(codes.values())))}), bob's object unchanged (64 B, equal); "
-                       f"sts-wire mount of bob's bucket: {states['bob']} (note: {why}), hers {states['alice']}")
+                       f"sts-wire mount of bob's bucket: {states['bob']} (note: {why}), hers {states['alice']}; "
+                       f"beside bob's running server: {on_machine} reads of its environment, S3 keys and mounted "
+                       "bucket by alice refused")
 
 
 def test_only_members_of_a_group_see_its_bucket(seaweedfs, idp, tmp_path, reliability):
@@ -126,11 +167,11 @@ def test_only_members_of_a_group_see_its_bucket(seaweedfs, idp, tmp_path, reliab
                        f"his mount {mounted['bob']}; physics bucket readable by both members")
 
 
-# --- through the hub ---------------------------------------------------------------------------
+# --- through the hub ----------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def hub(idp, run_dir):
+def iso_hub(idp, run_dir):
     h = Hub(idp, run_dir / "hub-isolation").start()
     yield h
     for user in ("alice", "bob"):
@@ -140,48 +181,48 @@ def hub(idp, run_dir):
 
 
 @pytest.fixture(scope="module")
-def two_servers(hub):
+def two_servers(iso_hub):
     """alice and bob logged in through the IdP, each with a running server; bob's holds a marker
     file. Returns alice's browser session and tokens, and what must stay bob's."""
     sessions = {}
     for user in ("alice", "bob"):
-        s, r = hub.login(user)
+        s, r = iso_hub.login(user)
         assert r.status_code == 302, r.text[:300]
-        spawn(hub, s, user)
+        spawn(iso_hub, s, user)
         sessions[user] = s
-    bob_token = server_environ(hub, "bob")["JUPYTERHUB_API_TOKEN"]
+    bob_token = server_environ(iso_hub, "bob")["JUPYTERHUB_API_TOKEN"]
     marker = f"bob-only-{secrets.token_hex(8)}"
-    r = requests.put(f"{hub.url}/user/bob/api/contents/{marker}.txt", timeout=30,
+    r = requests.put(f"{iso_hub.url}/user/bob/api/contents/{marker}.txt", timeout=30,
                      headers={"Authorization": f"token {bob_token}"},
                      json={"type": "file", "format": "text", "content": marker})
     assert r.status_code in (200, 201), r.text
-    r = hub.api("POST", "/users/alice/tokens", json={"note": "alice's own", "expires_in": 3600})
+    r = iso_hub.api("POST", "/users/alice/tokens", json={"note": "alice's own", "expires_in": 3600})
     assert r.status_code in (200, 201), r.text
-    return {"session": sessions["alice"], "server_token": server_environ(hub, "alice")["JUPYTERHUB_API_TOKEN"],
+    return {"session": sessions["alice"], "server_token": server_environ(iso_hub, "alice")["JUPYTERHUB_API_TOKEN"],
             "user_token": r.json()["token"], "marker": marker, "bob_token": bob_token}
 
 
-def bob_snapshot(hub) -> dict:
+def bob_snapshot(iso_hub) -> dict:
     """What of bob's must not change: his model, server, tokens, login."""
-    bob = hub.user("bob")
+    bob = iso_hub.user("bob")
     server = bob["servers"][""]
-    tokens = hub.api("GET", "/users/bob/tokens").json()
+    tokens = iso_hub.api("GET", "/users/bob/tokens").json()
     return {"admin": bob["admin"], "groups": sorted(bob["groups"]), "server": (server["ready"], server["started"]),
             "servers": sorted(bob["servers"]), "auth_state": bob["auth_state"]["access_token"],
             "tokens": sorted(t["id"] for t in tokens["api_tokens"])}
 
 
-def test_alice_cannot_get_bobs_token_or_auth_state(hub, two_servers, reliability):
-    bob = hub.user("bob")["auth_state"]
+def test_alice_cannot_get_bobs_token_or_auth_state(iso_hub, two_servers, reliability):
+    bob = iso_hub.user("bob")["auth_state"]
     tries = 0
     for name in ("server_token", "user_token"):
         token = two_servers[name]
-        mine = hub.api("GET", "/jhub-cloud/users/alice/token", token=token)
+        mine = iso_hub.api("GET", "/jhub-cloud/users/alice/token", token=token)
         if name == "server_token":  # control: her server gets her own token
             assert mine.status_code == 200 and mine.json()["access_token"] != bob["access_token"]
         for path in ("/jhub-cloud/users/bob/token", "/users/bob", "/users/bob?include_stopped_servers=1",
                      "/users"):
-            r = hub.api("GET", path, token=token)
+            r = iso_hub.api("GET", path, token=token)
             tries += 1
             for value in (bob["access_token"], bob["refresh_token"], bob["id_token"]):
                 assert value not in r.text, (name, path)
@@ -193,22 +234,22 @@ def test_alice_cannot_get_bobs_token_or_auth_state(hub, two_servers, reliability
                        "model/auth_state: none returned his access, refresh or ID token or any auth_state")
 
 
-def test_alice_cannot_reach_bobs_server(hub, two_servers, reliability):
+def test_alice_cannot_reach_bobs_server(iso_hub, two_servers, reliability):
     marker = two_servers["marker"]
     answers = []
     for path in ("/user/bob/api/contents", f"/user/bob/api/contents/{marker}.txt", "/user/bob/lab",
                  "/user/bob/api/status", "/user/bob/files/" + marker + ".txt"):
         for how in ("server_token", "user_token", "session"):
             if how == "session":
-                r = two_servers["session"].get(hub.url + path, allow_redirects=True, timeout=30)
+                r = two_servers["session"].get(iso_hub.url + path, allow_redirects=True, timeout=30)
             else:
-                r = requests.get(hub.url + path, headers={"Authorization": f"token {two_servers[how]}"},
+                r = requests.get(iso_hub.url + path, headers={"Authorization": f"token {two_servers[how]}"},
                                  allow_redirects=True, timeout=30)
             assert marker not in r.text, (how, path)
             assert r.status_code in (403, 404) or "/user/bob" not in r.url, (how, path, r.status_code, r.url)
             answers.append(r.status_code)
     # Control: bob's own token reads it.
-    r = requests.get(f"{hub.url}/user/bob/api/contents/{marker}.txt", timeout=30,
+    r = requests.get(f"{iso_hub.url}/user/bob/api/contents/{marker}.txt", timeout=30,
                      headers={"Authorization": f"token {two_servers['bob_token']}"})
     assert r.status_code == 200 and r.json()["content"] == marker
     codes = ", ".join(f"{c}: {answers.count(c)}" for c in sorted(set(answers)))
@@ -248,24 +289,24 @@ CROSS_USER = [
 ]
 
 
-def test_cross_user_api_requests_are_refused_and_change_nothing(hub, two_servers, reliability):
-    before = bob_snapshot(hub)
-    alice_before = hub.user("alice")
+def test_cross_user_api_requests_are_refused_and_change_nothing(iso_hub, two_servers, reliability):
+    before = bob_snapshot(iso_hub)
+    alice_before = iso_hub.user("alice")
     refused_n, codes = 0, []
     for token_name in ("server_token", "user_token"):
         for method, path, body in CROSS_USER:
-            r = hub.api(method, path, token=two_servers[token_name], json=body)
+            r = iso_hub.api(method, path, token=two_servers[token_name], json=body)
             assert r.status_code in (400, 403, 404), (token_name, method, path, r.status_code, r.text[:300])
             # A clear answer: JupyterHub's JSON error naming the missing permission or the reason.
             assert r.json().get("message"), (method, path, r.text[:300])
             refused_n += 1
             codes.append(r.status_code)
     time.sleep(1)  # a start or stop that slipped through would show by now
-    assert bob_snapshot(hub) == before
-    alice_after = hub.user("alice")
+    assert bob_snapshot(iso_hub) == before
+    alice_after = iso_hub.user("alice")
     assert alice_after["admin"] == alice_before["admin"] is False
     assert sorted(alice_after["groups"]) == sorted(alice_before["groups"])
-    users = [u["name"] for u in hub.api("GET", "/users").json()]
+    users = [u["name"] for u in iso_hub.api("GET", "/users").json()]
     assert "mallory" not in users and "bob" in users
     by_code = ", ".join(f"{c}: {codes.count(c)}" for c in sorted(set(codes)))
     reliability.record("bad.cross-user-api", f"{refused_n} requests ({len(CROSS_USER)} kinds x alice's server "
