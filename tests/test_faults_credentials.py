@@ -13,6 +13,7 @@ sts-wire takes her token from the hub (as a spawned notebook server does).
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import hashlib
 import os
@@ -177,6 +178,51 @@ def test_idp_outage_longer_than_the_keys_then_everything_renews_by_itself(world,
               "hub session kept")
     print(result, refused)
     reliability.record("fault.idp-outage", result)
+
+
+@pytest.mark.slow
+def test_keys_expiring_in_the_middle_of_a_long_write_lose_no_byte(world, tmp_path, reliability):
+    """One file written slowly (1 MiB at a time) for longer than the keys live: every write call
+    succeeds, the keys are renewed meanwhile, and S3 holds exactly the bytes written."""
+    idp, s3, hub, env = world
+    admin = s3.admin_s3()
+    prefix = f"midwrite-{int(time.time())}"
+    wire, folder = start_wire(tmp_path, s3, env, prefix)
+    chunks, pause = 40, 0.75
+    digest = hashlib.sha256()
+    failures: list[str] = []
+    try:
+        first = wire.instance()
+        t0 = time.time()
+        with open(folder / "long.bin", "wb") as f:
+            for i in range(chunks):
+                block = os.urandom(1 << 20)
+                try:
+                    f.write(block)
+                    f.flush()
+                except OSError as e:
+                    failures.append(f"chunk {i}: {e}")
+                    break
+                digest.update(block)
+                time.sleep(pause)
+        t_closed = time.time()
+        during = wire.instance()
+        landed = lands(admin, f"{prefix}/long.bin", digest.hexdigest(), 60)
+        t_landed = time.time()
+    finally:
+        wire.cleanup()
+    logs = "".join(p.read_text(errors="replace") for p in wire.logs.glob("rclone-*.log*"))
+    assert failures == []
+    first_expiry = calendar.timegm(time.strptime(first["keys_expire"], "%Y-%m-%dT%H:%M:%SZ"))
+    assert t_closed > first_expiry + 1, "the write did not outlive the keys it started with"
+    renewals = during["key_renewals"] - first["key_renewals"]
+    assert renewals >= 1, (first, during)
+    assert landed, "the object in S3 differs from what was written (sha256)"
+    assert "ExpiredToken" not in logs and "InvalidAccessKeyId" not in logs, logs[-3000:]
+    result = (f"{chunks} MiB written over {t_closed - t0:.0f} s (keys live {KEYS} s; {renewals} renewals "
+              f"meanwhile); no write failed; in S3 {t_landed - t_closed:.1f} s after close, sha256 equal")
+    print(result)
+    reliability.record("fault.keys-expire-mid-write", result)
 
 
 def test_the_user_is_told_at_once_to_log_in_but_of_an_outage_only_once_the_keys_are_due(tmp_path):
