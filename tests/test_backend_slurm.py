@@ -560,6 +560,7 @@ def test_server_that_dies_inside_its_job_ends_the_job_and_shows_stopped(slurm_hu
     assert "" not in hub.servers("alice"), "the hub still shows a server that died"
     assert time.monotonic() - t0 < 3 + 5
     assert slurm.wait_job(job_id, timeout=30) in ("FAILED", "COMPLETED", "CANCELLED")
+    assert last_stop_reason(hub, "alice") == f"Slurm job {job_id} failed (Slurm's reason: NonZeroExitCode)"
     assert _job_processes(slurm) == []
 
 

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from jhub_cloud.spawner import cgroups
-from tests.server_faults import server_api, user_token
+from tests.server_faults import last_stop_reason, server_api, spawn_page_notice, user_token
 from tests.testbed.cloudhub import CGROUP_ROOT, CloudHub, singleuser_processes
 
 
@@ -190,8 +190,11 @@ def test_a_server_that_died_while_the_hub_was_down_is_cleaned_up_at_restart(hub)
         time.sleep(0.3)
     assert hub.servers("bob") == {}
     assert not group.path("cpu").exists() and not group.path("memory").exists()
+    # bob is told, on his next spawn page, that his server ended without him.
+    assert last_stop_reason(hub, "bob") == "the local server ended"
+    assert "stopped on its own" in spawn_page_notice(hub, "bob")
     # Its resources no longer count: bob (1 server at most) may start again.
     assert hub.spawn("bob", options={"profile": "physics-cpu"}).status_code in (201, 202)
     hub.wait_ready("bob")
-    hub.stop_server("bob")
-    assert our_cgroups(hub) == []
+    hub.stop_server("bob")  # stopped by the hub: no notice
+    assert our_cgroups(hub) == [] and spawn_page_notice(hub, "bob") == ""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 import time
 from inspect import isawaitable
@@ -159,7 +160,6 @@ class CloudSpawner(Spawner):
 
     async def _admit(self) -> None:
         self._events = []
-        self.last_stop = None
         self._admitted_at = time.monotonic()
         self._note(5, "Checking your choices against your groups' limits")
         try:
@@ -249,6 +249,7 @@ class CloudSpawner(Spawner):
             paths = ", ".join(m.expand(self.user.name).path for m in r.mounts)
             self._note(30, f"Your storage will be mounted by sts-wire before the notebook starts: {paths}")
         self._child_starting = True
+        self.last_stop = None  # a new server: the notice about the last one has been seen
         try:
             result = child.start()
             if isawaitable(result):
@@ -379,7 +380,13 @@ def stop_reason(backend: str | None, status) -> str:
     its exit code."""
     if isinstance(status, str) and status:
         return status
-    return f"the {backend or 'server'} process ended with exit code {status}"
+    what = f"the {backend or 'server'} server"
+    if isinstance(status, int) and status < 0:  # subprocess's convention: killed by that signal
+        try:
+            return f"{what} was killed by {signal.Signals(-status).name}"
+        except ValueError:
+            pass
+    return f"{what} ended" + (f" with exit code {status}" if status else "")
 
 
 def stop_notice(last_stop: dict | None) -> str:
