@@ -16,7 +16,8 @@ import requests
 from botocore.exceptions import ClientError
 
 from tests.sts_wire_helpers import Wire, fuse_mounts_under, refresh_token_setup, wait_until, write_spec
-from tests.test_spawner_storage import fuse_for_users, hub  # noqa: F401 (the storage hub: servers with mounts)
+from tests.test_secrets_e2e import local_hub, own_dir  # noqa: F401 (fixtures: local servers with mounts)
+from tests.test_spawner_storage import fuse_for_users  # noqa: F401 (fixture)
 from tests.testbed.cloudhub import user_processes
 from tests.testbed.hub import Hub, server_environ, spawn
 from tests.testbed.s3 import assume_role, error_code, s3_client
@@ -103,7 +104,7 @@ def bobs_server_seen_by_alice(storage_hub, seaweedfs) -> int:
         storage_hub.stop_server("bob")
 
 
-def test_alice_cannot_mount_list_or_read_bobs_bucket(seaweedfs, idp, tmp_path, hub, reliability):  # noqa: F811
+def test_alice_cannot_mount_list_or_read_bobs_bucket(seaweedfs, idp, tmp_path, local_hub, reliability):  # noqa: F811
     secret = secrets.token_bytes(64)
     seaweedfs.admin_s3().put_object(Bucket="bob", Key="private.bin", Body=secret)
     alice = keys_of(seaweedfs, idp, "alice")
@@ -128,7 +129,7 @@ def test_alice_cannot_mount_list_or_read_bobs_bucket(seaweedfs, idp, tmp_path, h
     finally:
         wire.cleanup()
     why = next(w for w in note.split() if "denied" in w.lower())
-    on_machine = bobs_server_seen_by_alice(hub, seaweedfs)
+    on_machine = bobs_server_seen_by_alice(local_hub, seaweedfs)
     reliability.record("isolation.buckets", f"alice's own STS keys on bob's bucket: {len(codes)} operations "
                        f"refused ({', '.join(sorted(set(codes.values())))}), bob's object unchanged (64 B, equal); "
                        f"sts-wire mount of bob's bucket: {states['bob']} (note: {why}), hers {states['alice']}; "

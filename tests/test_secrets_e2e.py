@@ -18,17 +18,47 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 import requests
 
-from tests.test_backend_docker import _container_env, docker_host, docker_hub, lab_image  # noqa: F401
-from tests.test_backend_slurm import slurm_env, slurm_hub  # noqa: F401
-from tests.test_spawner_storage import fuse_for_users, hub  # noqa: F401
+from tests import test_backend_docker, test_backend_slurm, test_spawner_storage
+from tests.test_backend_docker import _container_env, docker_host, lab_image  # noqa: F401 (fixtures)
+from tests.test_backend_slurm import slurm_env  # noqa: F401 (fixture)
+from tests.test_spawner_storage import fuse_for_users  # noqa: F401 (fixture)
 from tests.testbed.cloudhub import CloudHub, user_processes
 from tests.testbed.hub import server_environ
 from tests.testbed.kubeapi import KubeApi
 from tests.testbed.paths import VENV_BIN, free_port
 from tests.testbed.procs import stop_pid
 from tests.testbed.secrets import SecretScan, descendants, on_host
+
+
+# The end-to-end hubs of the backend tests, each in a folder of this module's own: theirs have
+# fixed names in the session's run folder, and a full run has all modules in one session.
+@pytest.fixture(scope="module")
+def own_dir(run_dir, request) -> Path:
+    d = run_dir / request.module.__name__.rsplit(".", 1)[-1]
+    d.mkdir(mode=0o755)
+    d.chmod(0o755)  # the test users' servers and jobs enter it
+    return d
+
+
+@pytest.fixture(scope="module")
+def local_hub(idp, seaweedfs, own_dir, fuse_for_users):  # noqa: F811
+    """tests/test_spawner_storage.py's hub: local servers with the bucket and scratch mounted."""
+    yield from test_spawner_storage.hub.__wrapped__(idp, seaweedfs, own_dir, fuse_for_users)
+
+
+@pytest.fixture(scope="module")
+def docker_hub(idp, seaweedfs, docker_host, lab_image, own_dir, user_fuse):  # noqa: F811
+    """tests/test_backend_docker.py's hub: containers of the lab image with the same mounts."""
+    yield from test_backend_docker.docker_hub.__wrapped__(idp, seaweedfs, docker_host, lab_image, own_dir, user_fuse)
+
+
+@pytest.fixture(scope="module")
+def slurm_hub(idp, seaweedfs, slurm_env, own_dir, user_fuse):  # noqa: F811
+    """tests/test_backend_slurm.py's hub: Slurm jobs with the same mounts."""
+    yield from test_backend_slurm.slurm_hub.__wrapped__(idp, seaweedfs, slurm_env, own_dir, user_fuse)
 
 
 def _write_through_server(h, token: str, path: str, text: str) -> None:
@@ -125,7 +155,8 @@ def test_the_scanner_finds_each_kind_of_leak(tmp_path):
     assert not [leak for leak in scan.leaks if "server token" in leak]  # its own token is allowed
 
 
-def test_local_run_leaves_no_secret_in_clear(hub, idp, seaweedfs, reliability):  # noqa: F811
+def test_local_run_leaves_no_secret_in_clear(local_hub, idp, seaweedfs, reliability):
+    hub = local_hub
     # A real login through the IdP (the fixture logged alice in; again, for fresh tokens).
     _, r = hub.login("alice")
     assert r.status_code == 302, r.text[:300]
