@@ -128,7 +128,7 @@ def verified_claims(token: str, issuer: str, verify: str | bool, audience: str |
     http = Http(verify)
     meta = discover(http, issuer)
     verifier = corejwt.SyncVerifier(meta["issuer"], lambda: fetch_jwks(meta["jwks_uri"], verify=verify,
-                                                                       session=http.session),
+                                                                       session=http.session, timeout=TIMEOUT[1]),
                                     [audience] if audience else None)
     try:
         return verifier.verify(token)
@@ -176,7 +176,12 @@ class OAuthClient:
         data, auth = self._auth(data)
         r = self.http.request("POST", self.meta["token_endpoint"], what, Exit.IDP_UNREACHABLE,
                               data=data, auth=auth, headers={"Accept": "application/json"})
-        return r.status_code, _json(r)
+        resp = _json(r)
+        for key in ("access_token", "refresh_token", "id_token", "error", "error_description"):
+            if resp.get(key) is not None and not isinstance(resp[key], str):
+                raise StsWireError(f"{what}: the identity provider's answer has a {key} that is not text "
+                                   f"({type(resp[key]).__name__})", Exit.IDP_UNREACHABLE)
+        return r.status_code, resp
 
 
 def _idp_error(status: int, resp: dict, what: str) -> StsWireError:

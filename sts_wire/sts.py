@@ -78,17 +78,22 @@ class _CappedBody:
             yield chunk
 
 
-def _bounded(client) -> None:
+def _bounded(client) -> dict:
     """Send AssumeRoleWithWebIdentity through the client's own HTTP session, but hand botocore
-    a body that stops at MAX_ANSWER_BYTES (botocore itself would read any size into memory)."""
+    a body that stops at MAX_ANSWER_BYTES (botocore itself would read any size into memory).
+    Returns where the last answer's HTTP status is noted (for messages)."""
     from botocore.awsrequest import AWSResponse
+
+    seen: dict = {}
 
     def send(request, **_):
         request.stream_output = True  # else the session reads the whole body at once
         r = client._endpoint.http_session.send(request)  # the client's session: its TLS and time-outs
+        seen["status"] = r.status_code
         return AWSResponse(r.url, r.status_code, r.headers, _CappedBody(r.raw, MAX_ANSWER_BYTES, TIMEOUT[1]))
 
     client.meta.events.register("before-send.sts.AssumeRoleWithWebIdentity", send)
+    return seen
 
 
 _local = threading.local()
@@ -133,7 +138,7 @@ def assume_role(sts: StsSpec, token: str, now: float | None = None) -> Keys:
     client = session().client("sts", endpoint_url=sts.endpoint, region_name=sts.region,
                           aws_access_key_id="unused", aws_secret_access_key="unused",  # noqa: S106
                           verify=_verify(sts.ca_file), config=_config(signature_version=UNSIGNED))
-    _bounded(client)
+    seen = _bounded(client)
     kw = {"DurationSeconds": int(sts.duration)} if sts.duration else {}
     unusable = f"STS at {_origin(sts.endpoint)} gave an answer that is not an AssumeRoleWithWebIdentity result"
     hint = "is sts.endpoint the STS endpoint of the S3 server? (the server may be failing: sts-wire tries again)"
@@ -159,7 +164,8 @@ def assume_role(sts: StsSpec, token: str, now: float | None = None) -> Keys:
         raise StsWireError(f"{unusable} ({e})", Exit.STS_UNREACHABLE, hint) from None
     except (botocore.parsers.ResponseParserError, KeyError, ValueError, TypeError) as e:
         # botocore's message would quote the answer, which may hold keys: say only what kind.
-        raise StsWireError(f"{unusable} ({type(e).__name__})", Exit.STS_UNREACHABLE, hint) from None
+        raise StsWireError(f"{unusable} (HTTP {seen.get('status', '?')}, {type(e).__name__})",
+                           Exit.STS_UNREACHABLE, hint) from None
     try:
         c = r["Credentials"]
         exp = c["Expiration"]

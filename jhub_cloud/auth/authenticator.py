@@ -213,17 +213,21 @@ class IAMAuthenticator(RefreshMixin, GenericOAuthenticator):
         def collect(chunk: bytes) -> None:
             body.extend(chunk)
             if len(body) > limit:
+                # Raising is tornado's only way to drop the connection; the fetch then fails (599).
                 raise AnswerTooLarge(f"more than the {limit} bytes accepted (idp_max_answer_bytes)")
 
         what = f"{label[:1].lower()}{label[1:]}"  # "Fetching JWKS" -> "fetching JWKS"
         try:
             resp = await super().httpfetch(url, label, False, raise_error, streaming_callback=collect, **kwargs)
-        except AnswerTooLarge as e:
-            self.log.error("Refusing the identity provider's answer while %s: %s", what, e)
-            raise HTTPError(502, f"The identity provider's answer while {what} is {e}.") from None
-        except HTTPTimeoutError:
-            raise HTTPError(504, f"The identity provider did not answer in {self.idp_timeout:g} s while {what}: "
-                                 "try again later.") from None
+        except (AnswerTooLarge, HTTPClientError) as e:
+            if len(body) > limit:
+                self.log.error("Refusing the identity provider's answer while %s: more than %d bytes", what, limit)
+                raise HTTPError(502, f"The identity provider's answer while {what} is more than the {limit} "
+                                     "bytes accepted (idp_max_answer_bytes).") from None
+            if isinstance(e, HTTPTimeoutError):
+                raise HTTPError(504, f"The identity provider did not answer in {self.idp_timeout:g} s while "
+                                     f"{what}: try again later.") from None
+            raise
         try:
             doc = json.loads(body.decode("utf-8"))
         except ValueError:
@@ -236,7 +240,16 @@ class IAMAuthenticator(RefreshMixin, GenericOAuthenticator):
 
     async def get_token_info(self, handler, params):
         await self.ensure_discovered()
-        return await super().get_token_info(handler, params)
+        try:
+            token_info = await super().get_token_info(handler, params)
+        except HTTPError as e:
+            if e.status_code == 500 and str(e.log_message).startswith("Bad response"):
+                # OAuthenticator's message quotes the whole answer, which may hold a refresh token.
+                raise HTTPError(502, "The identity provider's token answer has no access_token.") from None
+            raise
+        if not isinstance(token_info.get("access_token"), str):
+            raise HTTPError(502, "The identity provider's token answer has an access_token that is not text.")
+        return token_info
 
     @property
     def verifier(self) -> AsyncVerifier:
