@@ -160,6 +160,14 @@ def test_unusable_mount_path(seaweedfs, idp, tmp_path, setup, message):
     ({"path": "/s3/x/../../etc"}, "must not contain '..'"),
     ({"flags": ["--allow-other"]}, "--allow-other is not allowed"),
     ({"colour": "blue"}, "mounts[0].colour: unknown key (known: cache_mode, flags"),
+    # injection through the spec (the whole corpus is in tests/test_mountspec.py; these go end to end)
+    ({"remote": "--config=/tmp/x"}, "mounts[0].remote: '--config=' is not a valid bucket name"),
+    ({"remote": "alice\n"}, "is not a valid bucket name"),
+    ({"remote": "alice/../bob"}, "has an empty, '.' or '..' part"),
+    ({"path": "{username}\n/etc"}, "mounts[0].path: has control characters"),
+    ({"flags": ["--config", "/tmp/rclone.conf"]}, "--config is not allowed"),
+    ({"flags": ["--vfs-read-ahead", "64M\n"]}, "--vfs-read-ahead needs a size"),
+    ({"flags": ["-o", "allow_other"]}, "'-o' is not a --flag"),
 ])
 def test_bad_spec(seaweedfs, idp, tmp_path, change, message):
     wire = Wire(tmp_path)
@@ -170,6 +178,7 @@ def test_bad_spec(seaweedfs, idp, tmp_path, change, message):
     r = strict_run(wire, spec)
     assert r.returncode == Exit.SPEC, r.stderr
     assert message in r.stderr
+    assert list(wire.root.iterdir()) == []  # no mount folder made, nothing mounted (strict_run)
 
 
 def test_unreadable_and_invalid_yaml_spec(tmp_path):
@@ -180,6 +189,17 @@ def test_unreadable_and_invalid_yaml_spec(tmp_path):
     bad.write_text("sts: {endpoint: x\n")
     r = strict_run(wire, bad)
     assert r.returncode == Exit.SPEC and "not valid YAML: " in r.stderr and "(line 2)" in r.stderr
+    # A YAML bomb (9**8 values) and a 2 MB spec: refused at once, not minutes of CPU.
+    lol = ["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lol += [f"{b}: &{b} [{', '.join(['*' + a] * 9)}]" for a, b in zip("abcdefg", "bcdefgh", strict=True)]
+    bad.write_text("\n".join(lol) + "\n")
+    t0 = time.monotonic()
+    r = strict_run(wire, bad)
+    assert r.returncode == Exit.SPEC and "expands to more than 100000 values" in r.stderr, r.stderr
+    bad.write_text("# padding\n" * 200_000)
+    r = strict_run(wire, bad)
+    assert r.returncode == Exit.SPEC and "more than the 1048576 accepted" in r.stderr, r.stderr
+    assert time.monotonic() - t0 < 30
 
 
 def test_usage_errors(tmp_path):
