@@ -25,7 +25,12 @@ class NotJson(AnswerError):
 
 
 def bounded_body(r: requests.Response, limit: int = MAX_ANSWER_BYTES, deadline: float = 30) -> bytes:
-    """The body of `r` (fetched with stream=True), at most `limit` bytes, read within `deadline` s."""
+    """The body of `r` (fetched with stream=True), at most `limit` bytes, read within `deadline` s.
+    Afterwards `r.content` holds it too, and the connection goes back to the pool."""
+    if r._content_consumed:  # fetched without stream=True: already in memory, only the size to check
+        if len(r.content) > limit:
+            raise AnswerError(f"the answer is more than the {limit} bytes accepted")
+        return r.content
     try:
         declared = int(r.headers.get("Content-Length", "0"))
     except ValueError:
@@ -44,10 +49,14 @@ def bounded_body(r: requests.Response, limit: int = MAX_ANSWER_BYTES, deadline: 
             if time.monotonic() > end:
                 raise AnswerError(f"the answer took more than {deadline:g} s to arrive")
     except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
-        raise AnswerError(f"the answer was cut off ({type(e).__name__})") from None
-    finally:
         r.close()
-    return bytes(body)
+        raise AnswerError(f"the answer was cut off ({type(e).__name__})") from None
+    except AnswerError:
+        r.close()  # drops the connection: the rest of the answer is never read
+        raise
+    r._content, r._content_consumed = bytes(body), True  # as requests itself stores a read body
+    r.close()  # read to the end: releases the connection to the pool
+    return r._content
 
 
 def bounded_json(r: requests.Response, limit: int = MAX_ANSWER_BYTES, deadline: float = 30):
