@@ -27,8 +27,10 @@ BASE_FLAGS: tuple[str, ...] = (
     "--use-server-modtime",        # ls -l of 5,000 objects: 10 s without, 0.7 s with
     "--s3-no-check-bucket",        # never try to create a bucket the keys may not create
     "--dir-cache-time", "10s",     # other writers' objects show up within 10 s
-    "--vfs-write-back", "0s",      # upload at close: what a notebook saves is in S3 at once
-                                   # (the default 5 s cost a quarter of the write speed)
+    "--vfs-write-back", "100ms",   # upload right after close: what a notebook saves is in S3
+                                   # at once (the default 5 s cost a quarter of the write speed);
+                                   # not 0s: rclone then uploads inside the release, and a failed
+                                   # upload (keys expired in an IdP outage) is never tried again
     "--no-checksum",               # no MD5 over every byte read: reads 0.6x -> 1.2x boto3; the S3
                                    # server still checks the Content-MD5 sent with each part
     "--s3-upload-concurrency", "4",

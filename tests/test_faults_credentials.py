@@ -124,6 +124,11 @@ def test_idp_outage_longer_than_the_keys_then_everything_renews_by_itself(world,
             return browser.get(hub.url + "/hub/home", allow_redirects=False).status_code == 200
 
         assert probe(10)
+        # a file opened before the outage and closed once the keys have expired
+        across = open(folder / "across.bin", "wb")  # noqa: SIM115 - closed in the outage
+        part = os.urandom(1 << 20)
+        across.write(part)
+        across_sha = hashlib.sha256(part)
         keys_at_start = wire.instance()
         t_out = time.time()
         last_ok = t_out
@@ -138,6 +143,11 @@ def test_idp_outage_longer_than_the_keys_then_everything_renews_by_itself(world,
                 time.sleep(1)
             t_fail = time.time()
             assert pending or refused, f"the writes kept landing for {t_fail - t_out:.0f} s of outage"
+            part = os.urandom(1 << 20)
+            across.write(part)
+            across.close()                           # its upload is refused: the keys expired
+            across_sha.update(part)
+            pending["across.bin"] = across_sha.hexdigest()
             with idp.fault("/token", delay=30):      # now the IdP hangs instead
                 text = wait_until(lambda: note.exists() and note.read_text(), 30, "the note beside the folder")
                 status = wire.run("status", ["--runtime-dir", str(wire.runtime)])
@@ -170,11 +180,19 @@ def test_idp_outage_longer_than_the_keys_then_everything_renews_by_itself(world,
         # what was written before is intact; what was written during the outage arrives
         for name, digest in before.items():
             assert in_s3(admin, f"{prefix}/{name}", digest), name
+        # files closed after the keys expired (their writes succeeded, their uploads were
+        # refused) are uploaded once the keys work again: rclone retries them (not with
+        # --vfs-write-back 0s: then it never does)
+        held = dict(pending)
+        wait_until(lambda: all(in_s3(admin, f"{prefix}/{k}", d) for k, d in held.items()), 120,
+                   "the writes of the outage reaching S3")
+        t_held = time.time()
     finally:
         wire.cleanup()
     result = (f"IdP down {outage:.0f} s (keys live {KEYS} s, tokens {AT_TTL} s): writes landed for "
               f"{last_ok - t_out:.0f} s, then the user was told (note, status); writes landed again "
-              f"{t_ok - t_back:.1f} s after the IdP returned; {len(before)} earlier files intact (sha256); "
+              f"{t_ok - t_back:.1f} s after the IdP returned, the {len(held)} files closed after the keys expired "
+              f"within {t_held - t_back:.0f} s; {len(before)} earlier files intact (sha256); "
               "hub session kept")
     print(result, refused)
     reliability.record("fault.idp-outage", result)
