@@ -99,10 +99,13 @@ def _environ(p: psutil.Process) -> dict:
 def _scan_hub_side(scan: SecretScan, h, services: list[Path]) -> None:
     """After the run: the hub's logs and database and its 0600 files; the logs of the services
     the run used (known secrets only there: they also served every other test of the session)."""
+    db = h.dir / "data" / "jupyterhub.sqlite"
+    states = scan.collect_db(db, h.crypt_key)  # every user's tokens, as the database holds them
+    assert states.get("alice", {}).get("refresh_token"), "alice's tokens are not in the hub's database"
     scan.scan_logs(h.dir)
     for folder in services:
         scan.scan_logs(folder, jwts=False)
-    scan.scan_db(h.dir / "data" / "jupyterhub.sqlite")
+    scan.scan_db(db)  # ... encrypted: never in clear
     scan.check_private(h.dir / "data" / "jupyterhub_cookie_secret", 0)
     scan.check_private(h.dir / "api_token", 0)
 
@@ -168,8 +171,8 @@ def test_local_run_leaves_no_secret_in_clear(local_hub, idp, seaweedfs, reliabil
         hub.wait_ready("alice", timeout=120)
         env = server_environ(hub, "alice")
         scan.add("server's API token", env["JUPYTERHUB_API_TOKEN"])  # allowed in its own environment only
-        _write_through_server(hub, env["JUPYTERHUB_API_TOKEN"], "alice/secret-scan.txt", "local\n")
-        assert _wait_object(seaweedfs, "alice", "secret-scan.txt") == b"local\n"
+        _write_through_server(hub, env["JUPYTERHUB_API_TOKEN"], "alice/secret-scan-local.txt", "local\n")
+        assert _wait_object(seaweedfs, "alice", "secret-scan-local.txt") == b"local\n"
         bases = _while_running(scan, hub, user_processes("alice"), "local server running")
     finally:
         hub.stop_server("alice")
@@ -195,8 +198,8 @@ def test_docker_run_leaves_no_secret_in_clear(docker_hub, docker_host, idp, seaw
         h.wait_ready("alice", timeout=120)
         env = _container_env(docker_host, "jhub-alice")
         scan.add("server's API token", env["JUPYTERHUB_API_TOKEN"])  # allowed in its own environment only
-        _write_through_server(h, env["JUPYTERHUB_API_TOKEN"], "alice/secret-scan.txt", "docker\n")
-        assert _wait_object(seaweedfs, "alice", "secret-scan.txt") == b"docker\n"
+        _write_through_server(h, env["JUPYTERHUB_API_TOKEN"], "alice/secret-scan-docker.txt", "docker\n")
+        assert _wait_object(seaweedfs, "alice", "secret-scan-docker.txt") == b"docker\n"
         info = docker_host.client().api.inspect_container("jhub-alice")
         procs = descendants(info["State"]["Pid"])  # every process in the container
         _while_running(scan, h, procs, "docker server running")
@@ -229,8 +232,8 @@ def test_slurm_run_leaves_no_secret_in_clear(slurm_hub, slurm_env, idp, seaweedf
         env = server_environ(h, "alice")
         own = (env["JUPYTERHUB_API_TOKEN"],)
         scan.add("server's API token", env["JUPYTERHUB_API_TOKEN"])  # allowed in its own environment only
-        _write_through_server(h, env["JUPYTERHUB_API_TOKEN"], "alice/secret-scan.txt", "slurm\n")
-        assert _wait_object(seaweedfs, "alice", "secret-scan.txt") == b"slurm\n"
+        _write_through_server(h, env["JUPYTERHUB_API_TOKEN"], "alice/secret-scan-slurm.txt", "slurm\n")
+        assert _wait_object(seaweedfs, "alice", "secret-scan-slurm.txt") == b"slurm\n"
         bases = _while_running(scan, h, user_processes("alice"), "slurm job running")
         script = slurm.run("scontrol", "write", "batch_script", job_id, "-").stdout
         assert "#SBATCH" in script
@@ -304,7 +307,7 @@ def test_kubernetes_objects_hold_no_secret_but_the_servers_own_token(idp, seawee
         for q in sent:
             scan.scan_text(f"{q['method']} {q['path']}", json.dumps(q["body"]), "Kubernetes object", allowed=own)
         assert len(sent) >= 2  # the PVC and the pod at least
-        scan.scan_logs(h.dir)
+        _scan_hub_side(scan, h, [])
     finally:
         h.stop()
         for p in servers:

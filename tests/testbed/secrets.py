@@ -24,10 +24,12 @@ JUPYTERHUB_API_TOKEN in its own environment), never a secret from the list.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
 import re
+import sqlite3
 import stat
 import subprocess
 from collections import Counter
@@ -35,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+from cryptography.fernet import Fernet
 
 from .hub import CLIENT_SECRET
 
@@ -65,6 +68,15 @@ class SecretScan:
             state = hub.user(user).get("auth_state") or {}
             for key in TOKEN_KEYS:
                 self.add(f"{user}'s {key}", state.get(key))
+
+    def collect_db(self, db: Path, crypt_key: str) -> dict[str, dict]:
+        """Every user's tokens from the hub's database, auth_state decrypted with the hub's key
+        (users the API was not asked about too); returns the decrypted states by user."""
+        states = auth_states(db, crypt_key)
+        for user, state in states.items():
+            for key in TOKEN_KEYS:
+                self.add(f"{user}'s {key}", state.get(key))
+        return states
 
     def collect_sts_keys(self, pid: int) -> int:
         """The S3 keys of the sts-wire process `pid` (read through its own root, so that a
@@ -171,6 +183,15 @@ class SecretScan:
         files = f"; {len(self.private_files)} secret files 0600 and owned" if self.private_files else ""
         return (f"{len(self.secrets)} secrets ({len(kinds)} kinds) searched in {places}: "
                 f"{len(self.leaks)} in clear{files}")
+
+
+def auth_states(db: Path, crypt_key: str) -> dict[str, dict]:
+    """The users' auth_state in a JupyterHub sqlite database, decrypted as JupyterHub does
+    (jupyterhub/crypto.py: Fernet with the 32-byte key, JSON inside)."""
+    fernet = Fernet(base64.urlsafe_b64encode(bytes.fromhex(crypt_key)))
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+        rows = con.execute("SELECT name, encrypted_auth_state FROM users WHERE encrypted_auth_state IS NOT NULL")
+        return {name: json.loads(fernet.decrypt(blob)) for name, blob in rows}
 
 
 def sts_wire_bases(pid: int) -> list[Path]:
