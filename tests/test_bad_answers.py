@@ -235,10 +235,11 @@ def test_bad_idp_answers_are_refused_by_the_hub_and_sts_wire(bad_idp, short_time
     sts_idp._DISCOVERY.clear()
     assert sts_idp.verified_claims(tok["access_token"], bad_idp.issuer, str(bad_idp.pki.ca_cert))["sub"] == "alice"
     n = len(DISCOVERY_CASES) + len(JWKS_CASES) + len(TOKEN_CASES) + len(USERINFO_CASES)
-    reliability.record("bad.idp-answers", f"{out.refused} refusals of {n} broken IdP answers (discovery, JWKS, "
-                                          f"token, userinfo: malformed, {HUGE_MB} MB, {DELAY} s late) by the hub "
-                                          f"and sts-wire; huge cut at 1 MiB; slowest {out.slowest:.1f} s with a "
-                                          f"{TIMEOUT} s time-out")
+    reliability.record("bad.idp-answers", f"{n} broken IdP answers (discovery, JWKS, token, userinfo: malformed, "
+                                          f"{HUGE_MB} MB, {DELAY} s late) refused on every path that reads them "
+                                          f"({out.refused} refusals by the hub and sts-wire); huge cut at 1 MiB; "
+                                          f"slowest {out.slowest:.1f} s with a {TIMEOUT} s time-out; no login, "
+                                          "nothing cached")
 
 
 # --- the STS ------------------------------------------------------------------------------------
