@@ -302,6 +302,23 @@ def test_cross_user_api_requests_are_refused_and_change_nothing(iso_hub, two_ser
             assert r.json().get("message"), (method, path, r.text[:300])
             refused_n += 1
             codes.append(r.status_code)
+    # The same with her browser session (cookie and XSRF token, as the hub's own pages send them).
+    session = two_servers["session"]
+    session.get(f"{iso_hub.url}/hub/home", timeout=30)
+    xsrf = {"X-XSRFToken": session.cookies.get("_xsrf", "")}
+    me = session.get(f"{iso_hub.url}/hub/api/user", headers=xsrf, timeout=30)
+    assert me.status_code == 200 and me.json()["name"] == "alice", me.text  # control: the session works
+    for method, path, body in CROSS_USER:
+        r = session.request(method, f"{iso_hub.url}/hub/api{path}", json=body, headers=xsrf, timeout=30)
+        assert r.status_code in (400, 403, 404), ("session", method, path, r.status_code, r.text[:300])
+        refused_n += 1
+        codes.append(r.status_code)
+    for method, page in (("GET", "/hub/spawn/bob"), ("POST", "/hub/spawn/bob"), ("GET", "/hub/spawn-pending/bob")):
+        r = session.request(method, iso_hub.url + page, headers=xsrf, allow_redirects=False, timeout=30,
+                            data={"_xsrf": xsrf["X-XSRFToken"], "profile": "physics-cpu"})
+        assert r.status_code in (403, 404), (page, r.status_code, r.headers.get("location"))
+        refused_n += 1
+        codes.append(r.status_code)
     time.sleep(1)  # a start or stop that slipped through would show by now
     assert bob_snapshot(iso_hub) == before
     alice_after = iso_hub.user("alice")
@@ -311,5 +328,6 @@ def test_cross_user_api_requests_are_refused_and_change_nothing(iso_hub, two_ser
     assert "mallory" not in users and "bob" in users
     by_code = ", ".join(f"{c}: {codes.count(c)}" for c in sorted(set(codes)))
     reliability.record("bad.cross-user-api", f"{refused_n} requests ({len(CROSS_USER)} kinds x alice's server "
-                       f"and API tokens) on bob's server, model, tokens, token endpoint, groups, admin: all "
-                       f"refused ({by_code}); bob's server, tokens, groups, login unchanged")
+                       f"token, API token and browser session, and bob's spawn pages) on bob's server, model, "
+                       f"tokens, token endpoint, groups, admin: all refused ({by_code}); bob's server, tokens, "
+                       "groups, login unchanged")
