@@ -18,6 +18,9 @@ log = logging.getLogger("sts_wire")
 
 # Failures that heal by themselves: the user need not do anything, only know.
 TRANSIENT = (Exit.IDP_UNREACHABLE, Exit.STS_UNREACHABLE)
+# Once the keys have expired the mounts are stuck: retry at least this often (jittered), so that
+# they work again within seconds of the IdP's return.
+EXPIRED_RETRY_CAP = 10.0
 SELF_HEALING = ("nothing to do: sts-wire keeps trying and renews the keys by itself once it answers "
                 "again; no restart is needed")
 
@@ -111,7 +114,8 @@ class Credentials:
             self.failures += 1
             self.renewal_failures += 1
             deadline = self.keys.expires_at if self.keys else None
-            delay = retry_delay(self.failures - 1, now, deadline)
+            expired = deadline is not None and deadline <= now
+            delay = retry_delay(self.failures - 1, now, deadline, cap=EXPIRED_RETRY_CAP if expired else 30.0)
             self.next_try = now + delay
             if e.code in TRANSIENT and not e.hint:
                 e.hint = SELF_HEALING

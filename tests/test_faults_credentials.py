@@ -191,10 +191,10 @@ def test_idp_outage_longer_than_the_keys_then_everything_renews_by_itself(world,
         wire.cleanup()
     result = (f"IdP down {outage:.0f} s (keys live {KEYS} s, tokens {AT_TTL} s): writes landed for "
               f"{last_ok - t_out:.0f} s, then the user was told (note, status); writes landed again "
-              f"{t_ok - t_back:.1f} s after the IdP returned, the {len(held)} files closed after the keys expired "
+              f"{t_ok - t_back:.1f} s after the IdP returned, the {len(held)} file(s) closed after the keys expired "
               f"within {t_held - t_back:.0f} s; {len(before)} earlier files intact (sha256); "
               "hub session kept")
-    print(result, refused)
+    print(result, f"({len(refused)} writes refused while the keys were expired)")
     reliability.record("fault.idp-outage", result)
 
 
@@ -269,6 +269,12 @@ def test_the_user_is_told_at_once_to_log_in_but_of_an_outage_only_once_the_keys_
     assert creds.tick(t + 45) is False                    # keys due (2/3 of 60 s): renewal fails
     assert creds.worth_telling(t + 45)
     assert "by itself" in creds.last_error.hint and "by itself" in creds.state()["last_error_hint"]
+    delays = []
+    for _ in range(20):                                   # a long outage: backoff at its cap (30 s)...
+        creds.failures, creds.next_try = 10, 0
+        creds.tick(t + 61)
+        delays.append(creds.next_try - (t + 61))
+    assert max(delays) <= 10, delays                      # ...but the keys have expired: soon again
     Down.code = Exit.TOKEN                                # refused: the user must act, at once
     creds.next_try = 0
     creds.tick(t + 11)
