@@ -61,9 +61,14 @@ class SecretScan:
             self.secrets.setdefault(raw, kind)
 
     def collect_hub(self, hub, users: list[str]) -> None:
-        """The users' tokens from auth_state, the hub's client secret and crypt key."""
+        """The users' tokens from auth_state, the hub's client secret, crypt key, cookie secret
+        and proxy token."""
         self.add("OAuth client secret", CLIENT_SECRET)
         self.add("crypt key", hub.crypt_key)
+        with contextlib.suppress(OSError):
+            self.add("cookie secret", (hub.dir / "data" / "jupyterhub_cookie_secret").read_text().strip())
+        with contextlib.suppress(psutil.Error, TypeError):
+            self.add("proxy auth token", psutil.Process(hub.daemon.pid).environ().get("CONFIGPROXY_AUTH_TOKEN"))
         for user in users:
             state = hub.user(user).get("auth_state") or {}
             for key in TOKEN_KEYS:
