@@ -23,7 +23,7 @@ import sts_wire.idp as sts_idp
 import sts_wire.sts as sts_client
 from jhub_cloud.auth.authenticator import IAMAuthenticator
 from jhub_cloud.auth.discovery import discover_for_login
-from jhub_cloud.auth.refresh import _is_transient
+from jhub_cloud.auth.refresh import Outcome, _is_transient
 from sts_wire.core.oidc import DiscoveryError
 from sts_wire.errors import Exit, StsWireError
 from sts_wire.spec import StsSpec, TokenSpec
@@ -50,6 +50,17 @@ def short_timeouts(monkeypatch):
     sts_idp._DISCOVERY.clear()
 
 
+class StoredUser:
+    """What the authenticator uses of JupyterHub's User: a name and the stored auth_state (as in
+    tests/test_auth_refresh.py; the hub-level tests run the same code in a real hub)."""
+
+    def __init__(self, name: str, auth_state: dict):
+        self.name, self.auth_state = name, auth_state
+
+    async def get_auth_state(self):
+        return self.auth_state
+
+
 def hub_authenticator(idp, **kw) -> IAMAuthenticator:
     return IAMAuthenticator(issuer=idp.issuer, client_id="jupyterhub", client_secret="jupyterhub-secret",
                             http_request_kwargs={"ca_certs": str(idp.pki.bundle)}, allowed_groups={"physics"},
@@ -65,7 +76,7 @@ TRUNCATED = ("truncated-json", {"body": '{"issuer": "https://x", "keys": ['})
 
 
 @dataclass
-class Outcome:
+class Tally:
     refused: int = 0
     slowest: float = 0.0
     failures: list[str] = field(default_factory=list)
@@ -80,12 +91,13 @@ class Outcome:
 
 
 def timed(fn):
+    """(seconds, what fn raised or else returned)."""
     t0 = time.monotonic()
     try:
-        fn()
+        result = fn()
     except Exception as e:  # noqa: BLE001 - each kind is judged by the caller
-        return time.monotonic() - t0, e
-    return time.monotonic() - t0, None
+        result = e
+    return time.monotonic() - t0, result
 
 
 def run(coro_fn):
@@ -141,7 +153,7 @@ def _fault(idp, kw: dict) -> dict:
     return kw
 
 
-def discovery_refusals(idp, out: Outcome) -> None:
+def discovery_refusals(idp, out: Tally) -> None:
     path = "/.well-known/openid-configuration"
     for name, kw, words in DISCOVERY_CASES:
         with idp.fault(path, **_fault(idp, kw)):
@@ -160,7 +172,7 @@ def discovery_refusals(idp, out: Outcome) -> None:
                       and e.code == Exit.IDP_UNREACHABLE and not sts_idp._DISCOVERY, repr(e))
 
 
-def jwks_refusals(idp, out: Outcome) -> None:
+def jwks_refusals(idp, out: Tally) -> None:
     for name, kw, hub_words, sts_words in JWKS_CASES:
         tok = idp.login("alice")
         auth = hub_authenticator(idp)
@@ -175,11 +187,12 @@ def jwks_refusals(idp, out: Outcome) -> None:
                       isinstance(e, StsWireError) and sts_words in e.message, repr(e))
 
 
-def token_refusals(idp, out: Outcome) -> None:
+def token_refusals(idp, out: Tally) -> None:
     for name, kw, hub_words, sts_words in TOKEN_CASES:
         hub_tok, sts_tok = idp.login("alice"), idp.login("alice", client_id="sts-wire")
         auth = hub_authenticator(idp)
-        run(auth.ensure_discovered)()
+        model = asyncio.run(auth._token_to_auth_model(hub_tok))
+        user = StoredUser(model["name"], model["auth_state"])
         client = sts_idp.OAuthClient(TokenSpec(source="refresh", issuer=idp.issuer, client_id="sts-wire"),
                                      str(idp.pki.ca_cert), "sts-wire-secret")
         source = RefreshSource(client, refresh_token=sts_tok["refresh_token"])
@@ -191,13 +204,17 @@ def token_refusals(idp, out: Outcome) -> None:
             ok = (isinstance(e, HTTPError) and hub_words in e.log_message and _is_transient(e)
                   and "rt-secret-value" not in e.log_message)
             out.check(f"token/{name}/hub", seconds, ok, repr(e))
+            # The hub's refresh as a whole: the IdP is in trouble, the user stays logged in as before.
+            seconds, r = timed(run(lambda: auth.refresh_tokens(user, force=True)))  # noqa: B023
+            ok = getattr(r, "outcome", None) is Outcome.UNAVAILABLE and r.state is user.auth_state
+            out.check(f"token/{name}/hub-refresh", seconds, ok, repr(r))
             seconds, e = timed(source.fetch)
             ok = (isinstance(e, StsWireError) and sts_words in e.message
                   and source._refresh_token == sts_tok["refresh_token"] and "rt-secret-value" not in str(e))
             out.check(f"token/{name}/sts-wire", seconds, ok, repr(e))
 
 
-def userinfo_refusals(idp, out: Outcome) -> None:
+def userinfo_refusals(idp, out: Tally) -> None:
     for name, kw, words in USERINFO_CASES:
         tok = idp.login("alice")
         auth = hub_authenticator(idp, groups_source="userinfo")
@@ -222,7 +239,7 @@ def test_the_fault_injection_answers_what_it_is_told(bad_idp):
 
 
 def test_bad_idp_answers_are_refused_by_the_hub_and_sts_wire(bad_idp, short_timeouts, reliability):
-    out = Outcome()
+    out = Tally()
     discovery_refusals(bad_idp, out)
     jwks_refusals(bad_idp, out)
     token_refusals(bad_idp, out)
@@ -340,7 +357,7 @@ def test_the_sts_fault_injector_gives_keys_when_told_to(sts_faults, short_timeou
 
 
 def test_bad_sts_answers_are_refused(sts_faults, short_timeouts, reliability):
-    out = Outcome()
+    out = Tally()
     for name, answer, words in STS_CASES:
         sts_faults.answer = answer
         seconds, e = timed(lambda: sts_client.assume_role(StsSpec(endpoint=sts_faults.url), "a.b.c"))
