@@ -369,3 +369,28 @@ def test_bad_sts_answers_are_refused(sts_faults, short_timeouts, reliability):
                                           f"answers refused by sts-wire (HTML, JSON, empty, truncated, missing or "
                                           f"mistyped credentials, {HUGE_MB} MB, {DELAY} s late, dripping); "
                                           f"slowest {out.slowest:.1f} s with a {TIMEOUT} s time-out")
+
+
+def test_a_login_through_the_hub_with_a_broken_idp_answer_says_why_and_logs_nobody_in(bad_idp, run_dir):
+    """The same refusals as a person meets them: the hub's error page names the problem, and the
+    user is not created; with the IdP well again, the login works."""
+    import html
+
+    from tests.testbed.hub import Hub
+
+    hub = Hub(bad_idp, run_dir / "hub-bad-answers", extra_config=f"c.IAMAuthenticator.idp_timeout = {TIMEOUT}\n")
+    hub.start()
+    try:
+        for path, (name, kw), status, words in [
+                ("/token", NOT_JSON, 502, "not JSON"), ("/token", JSON_LIST, 502, "not a JSON object"),
+                ("/token", HUGE, 502, f"more than the {LIMIT} bytes"), ("/token", SLOW, 504, "did not answer"),
+                ("/jwks", NOT_JSON, 502, "not JSON"), ("/jwks", HUGE, 502, f"more than the {LIMIT} bytes")]:
+            with bad_idp.fault(path, **kw):
+                _, r = hub.login("alice")
+            page = html.unescape(r.text)
+            assert r.status_code == status and words in page, (path, name, r.status_code, page[-600:])
+            assert hub.api("GET", "/users/alice").status_code == 404, (path, name)
+        _, r = hub.login("alice")
+        assert r.status_code == 302 and hub.user("alice")["name"] == "alice"
+    finally:
+        hub.stop()
