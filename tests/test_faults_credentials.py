@@ -159,6 +159,9 @@ def test_idp_outage_longer_than_the_keys_then_everything_renews_by_itself(world,
                 state_in = hub.user("alice")["auth_state"]
         t_back = time.time()
         outage = t_back - t_out
+        # the hub did try to refresh alice's token during the outage, and failed
+        failed_refreshes = [e for e in idp.events(since=t_out) if e.get("path") == "/token" and e.get("fault") == 503]
+        assert failed_refreshes, "the hub never asked the IdP during the outage"
         assert outage > KEYS
         # told: the note and `sts-wire status` name the problem and what to do
         assert "cannot renew access to" in text and "hub cannot renew the token" in text, text
@@ -193,7 +196,7 @@ def test_idp_outage_longer_than_the_keys_then_everything_renews_by_itself(world,
               f"{last_ok - t_out:.0f} s, then the user was told (note, status); writes landed again "
               f"{t_ok - t_back:.1f} s after the IdP returned, the {len(held)} file(s) closed after the keys expired "
               f"within {t_held - t_back:.0f} s; {len(before)} earlier files intact (sha256); "
-              "hub session kept")
+              f"hub session kept through {len(failed_refreshes)} failed refreshes (503) and a hung IdP")
     print(result, f"({len(refused)} writes refused while the keys were expired)")
     reliability.record("fault.idp-outage", result)
 
