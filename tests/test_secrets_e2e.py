@@ -161,7 +161,7 @@ def test_the_scanner_finds_each_kind_of_leak(tmp_path):
 def test_local_run_leaves_no_secret_in_clear(local_hub, idp, seaweedfs, reliability):
     hub = local_hub
     # A real login through the IdP (the fixture logged alice in; again, for fresh tokens).
-    _, r = hub.login("alice")
+    session, r = hub.login("alice")
     assert r.status_code == 302, r.text[:300]
     scan = SecretScan()
     scan.collect_hub(hub, ["alice"])
@@ -174,6 +174,14 @@ def test_local_run_leaves_no_secret_in_clear(local_hub, idp, seaweedfs, reliabil
         _write_through_server(hub, env["JUPYTERHUB_API_TOKEN"], "alice/secret-scan-local.txt", "local\n")
         assert _wait_object(seaweedfs, "alice", "secret-scan-local.txt") == b"local\n"
         bases = _while_running(scan, hub, user_processes("alice"), "local server running")
+        # What alice is shown: her pages, and her model through the API with her server's token.
+        for page in ("/hub/home", "/hub/spawn", "/hub/token", "/hub/spawn-pending/alice"):
+            r = session.get(hub.url + page, timeout=30)
+            assert r.status_code == 200, (page, r.status_code)
+            scan.scan_text(f"GET {page} as alice", r.text, "page or API answer")
+        for path in ("/user", "/users/alice", "/users/alice/server/progress"):
+            r = hub.api("GET", path, token=env["JUPYTERHUB_API_TOKEN"])
+            scan.scan_text(f"GET /hub/api{path} as alice's server ({r.status_code})", r.text, "page or API answer")
     finally:
         hub.stop_server("alice")
     for base in bases:  # sts-wire's last logs, kept after the stop
@@ -239,9 +247,13 @@ def test_slurm_run_leaves_no_secret_in_clear(slurm_hub, slurm_env, idp, seaweedf
         assert "#SBATCH" in script
         scan.scan_text(f"job script of {job_id}", script, "job script")
         # What slurmctld keeps of the job: its script and the environment it was submitted with.
-        for f in (slurm.dir / "state").glob(f"hash.*/job.{job_id}/*"):
+        stored = list((slurm.dir / "state").glob(f"hash.*/job.{job_id}/*"))
+        assert {f.name for f in stored} >= {"script", "environment"}, stored
+        for f in stored:
             scan.scan_text(str(f), f.read_bytes(), "job script" if f.name == "script" else "job environment",
                            allowed=own)
+            if f.name == "environment":  # it holds the server's token: slurmctld's alone
+                scan.check_private(f, os.getuid())
     finally:
         h.stop_server("alice")
     assert job_id and slurm.wait_job(job_id, timeout=30) in ("CANCELLED", "COMPLETED")
