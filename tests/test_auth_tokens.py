@@ -38,6 +38,11 @@ def forge(idp, claims_update: dict, key=None, headers=None) -> str:
     return jwt.encode(claims, key or _sig_key(idp), algorithm="RS256", headers={"kid": "sig-1", **(headers or {})})
 
 
+def signed_raw(idp, claims) -> str:
+    """Signed by the IdP's key with claims PyJWT's encoder would refuse (wrong types)."""
+    return jwt.api_jws.encode(json.dumps(claims).encode(), _sig_key(idp), algorithm="RS256", headers={"kid": "sig-1"})
+
+
 def alg_none(claims: dict) -> str:
     enc = lambda d: base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()  # noqa: E731
     return f"{enc({'alg': 'none', 'typ': 'JWT', 'kid': 'sig-1'})}.{enc(claims)}."
@@ -73,6 +78,27 @@ def tampered(idp) -> str:
     return f"{h}.{body}.{sig}"
 
 
+def _b64(obj) -> str:
+    return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+
+def _unsigned(header: dict, claims: dict) -> str:
+    return f"{_b64(header)}.{_b64(claims)}."
+
+
+_OTHER = []
+
+
+def _other_key():
+    if not _OTHER:  # one attacker key for the corpus (RSA key generation is slow)
+        _OTHER.append(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    return _OTHER[0]
+
+
+def _public_jwk(key) -> dict:
+    return json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+
+
 def _claims(idp, **update) -> dict:
     now = int(time.time())
     return {"iss": idp.issuer, "aud": AUDIENCE, "sub": "alice", "groups": ["admins"], "exp": now + 600, **update}
@@ -85,11 +111,19 @@ def _without(claims: dict, key: str) -> dict:
 # (case, token maker, words the refusal must contain): each must be refused by the hub's
 # authenticator and by sts-wire's check, with the reason named.
 BAD_TOKENS = [
-    ("other-key", lambda idp: forge(idp, {}, key=rsa.generate_private_key(public_exponent=65537, key_size=2048)),
-     "signature does not match"),
+    ("other-key", lambda idp: forge(idp, {}, key=_other_key()), "signature does not match"),
     ("tampered-claims", tampered, "signature does not match"),
     ("tampered-signature", lambda idp: forge(idp, {})[:-8] + "AAAAAAAA", "signature does not match"),
     ("alg-none", lambda idp: alg_none(_claims(idp)), "algorithm 'none' is not accepted"),
+    ("alg-none-capitalised", lambda idp: _unsigned({"alg": "NoNe", "kid": "sig-1"}, _claims(idp)),
+     "algorithm 'NoNe' is not accepted"),
+    ("empty-signature", lambda idp: forge(idp, {}).rsplit(".", 1)[0] + ".", "signature does not match"),
+    # Headers that point at the attacker's own key: never followed, the issuer's JWKS decides.
+    ("embedded-jwk", lambda idp: forge(idp, {}, key=_other_key(), headers={"jwk": _public_jwk(_other_key())}),
+     "signature does not match"),
+    ("jku-elsewhere", lambda idp: forge(idp, {}, key=_other_key(), headers={"jku": "https://evil.example/jwks"}),
+     "signature does not match"),
+    ("kid-path-traversal", lambda idp: forge(idp, {}, headers={"kid": "../../../../etc/passwd"}), "unknown key"),
     # The classic confusion attack: HMAC "signed" with the issuer's public key as the secret.
     ("hmac-with-public-key", lambda idp: hmac_signed(_claims(idp), idp.pki.sig_cert.read_bytes()),
      "algorithm 'HS256' is not accepted"),
@@ -100,12 +134,17 @@ BAD_TOKENS = [
     ("other-audience", lambda idp: forge(idp, {"aud": "some-other-service"}), "audience"),
     ("missing-exp", lambda idp: jwt.encode(_without(_claims(idp), "exp"), _sig_key(idp), algorithm="RS256",
                                            headers={"kid": "sig-1"}), "no 'exp' claim"),
+    ("exp-not-a-number", lambda idp: forge(idp, {"exp": "tomorrow"}), "exp"),
+    ("iss-a-list", lambda idp: signed_raw(idp, _claims(idp, iss=[idp.issuer, "https://evil.example"])), "ssuer"),
+    ("aud-an-object", lambda idp: signed_raw(idp, _claims(idp, aud={"aud": AUDIENCE})), "audience"),
+    ("claims-not-an-object", lambda idp: signed_raw(idp, [idp.issuer, AUDIENCE]), "must be a json object"),
     ("missing-iss", lambda idp: jwt.encode(_without(_claims(idp), "iss"), _sig_key(idp), algorithm="RS256",
                                            headers={"kid": "sig-1"}), "no 'iss' claim"),
     ("unknown-kid", lambda idp: forge(idp, {}, headers={"kid": "rotated-away"}), "unknown key"),
     # 1 MB, signed with the IdP's real key: refused for its size alone, before any parsing.
     ("oversized", lambda idp: forge(idp, {"pad": "x" * (1 << 20)}), "more than the 65536"),
     ("garbage", lambda idp: "not.a.jwt", "not a JWT"),
+    ("four-parts", lambda idp: forge(idp, {}) + ".extra", "not a JWT"),
     ("not-base64", lambda idp: "%%%.&&&.***", "not a JWT"),
     ("no-dots", lambda idp: "x" * 300, "not a JWT"),
     ("a-number", lambda idp: 12345, "not a JWT"),
