@@ -18,6 +18,8 @@ log = logging.getLogger("sts_wire")
 
 # Failures that heal by themselves: the user need not do anything, only know.
 TRANSIENT = (Exit.IDP_UNREACHABLE, Exit.STS_UNREACHABLE)
+# A token with less than this left is not used for a new STS call when the IdP cannot renew it.
+TOKEN_MIN_LEFT = 10.0
 # Once the keys have expired the mounts are stuck: retry at least this often (jittered), so that
 # they work again within seconds of the IdP's return.
 EXPIRED_RETRY_CAP = 10.0
@@ -56,7 +58,18 @@ class Credentials:
     def _fresh_token(self, now: float) -> Token:
         if self._token_due(now):
             old = self.token
-            tok = self.source.fetch()
+            try:
+                tok = self.source.fetch()
+            except StsWireError as e:
+                if not self._can_wait(old, e, now):
+                    raise
+                # The IdP is out but the current token still works: the keys can still be renewed
+                # with it, so use it and ask the IdP again soon.
+                left = old.expires_at - now
+                self.token_next_try = now + max(1.0, min(10.0, (left - TOKEN_MIN_LEFT) / 3))
+                log.warning("cannot renew the token (%s); using the current one, valid for %d s more",
+                            e.message, int(left))
+                return old
             SECRETS.add(tok.access_token, tok.refresh_token)
             if old is not None and tok.access_token == old.access_token:
                 # The source has nothing newer yet (the hub refreshes on its own schedule, a
@@ -72,6 +85,12 @@ class Credentials:
             log.info("token from %s%s", self.source.describe(),
                      f", valid until {iso(tok.expires_at)}" if tok.expires_at else "")
         return self.token
+
+    @staticmethod
+    def _can_wait(old: Token | None, err: StsWireError, now: float) -> bool:
+        """A transient failure while the current token is still good for an STS call."""
+        return (old is not None and err.code in TRANSIENT and old.expires_at is not None
+                and old.expires_at - now > TOKEN_MIN_LEFT)
 
     # keys
     def keys_due(self, now: float) -> bool:

@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from tests.sts_wire_helpers import Wire, wait_until, write_spec
+from tests.sts_wire_helpers import Wire, refresh_token_setup, wait_until, write_spec
 from tests.test_sts_wire_hub import start_server, stop_server
 from tests.testbed.hub import Hub
 from tests.testbed.idp import IdP
@@ -283,3 +283,36 @@ def test_the_user_is_told_at_once_to_log_in_but_of_an_outage_only_once_the_keys_
     creds.tick(t + 11)
     assert creds.worth_telling(t + 11) and creds.last_error.hint is None
     rt.remove()
+
+
+def test_an_idp_outage_while_the_token_is_valid_still_renews_the_keys(seaweedfs, idp, tmp_path):
+    """Refresh-token source, the real IdP answering 503: while the current token still has time
+    left, the keys are renewed with it (and the IdP asked again soon); once too little is left,
+    the renewal fails with 'by itself' as the hint."""
+    from sts_wire.credentials import TOKEN_MIN_LEFT, Credentials
+    from sts_wire.runtime import Runtime
+    from sts_wire.spec import Spec, StsSpec, TokenSpec
+    from sts_wire.tokens import make_source
+
+    token, _ = refresh_token_setup(idp, "alice", tmp_path / "secrets")
+    rt = Runtime(tmp_path / "run")
+    creds = Credentials(make_source(TokenSpec(**token)), Spec(sts=StsSpec(
+        endpoint=seaweedfs.endpoint, role_arn=seaweedfs.role_arn_for("alice"))), rt)
+    try:
+        keys = creds.start()
+        tok = creds.token
+        due = tok.expires_at - (tok.expires_at - tok.obtained_at) / 3 + 1    # token due for renewal
+        t = time.time()
+        with idp.fault("/token", status=503):
+            renewed = creds.renew_keys(due)                                   # still valid: used
+            assert creds.token is tok and renewed.access_key_id != keys.access_key_id
+            assert due < creds.token_next_try <= due + 10                     # asked again soon
+            assert idp.refreshes(since=t) == 0 and [e for e in idp.events(since=t) if e.get("fault") == 503]
+            creds.token_next_try = 0
+            assert creds.tick(tok.expires_at - TOKEN_MIN_LEFT + 1) is False   # too little left: fails
+        assert "HTTP 503" in creds.last_error.message and "by itself" in creds.last_error.hint
+        creds.next_try = 0
+        creds.tick(tok.expires_at - TOKEN_MIN_LEFT + 1)                       # the IdP is back
+        assert creds.token is not tok and creds.last_error is None and creds.token_renewals == 1
+    finally:
+        rt.remove()
