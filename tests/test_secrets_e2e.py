@@ -106,6 +106,7 @@ def _scan_hub_side(scan: SecretScan, h, services: list[Path]) -> None:
     for folder in services:
         scan.scan_logs(folder, jwts=False)
     scan.scan_db(db)  # ... encrypted: never in clear
+    assert os.stat(db.parent).st_mode & 0o077 == 0, "the hub's data folder is open to others"
     scan.check_private(h.dir / "data" / "jupyterhub_cookie_secret", 0)
     scan.check_private(h.dir / "api_token", 0)
 
