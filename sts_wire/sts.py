@@ -67,9 +67,17 @@ class _CappedBody:
         self.raw, self.limit, self.deadline = raw, limit, deadline
 
     def stream(self, *args, **kwargs):
+        import urllib3.exceptions
+
         n, end = 0, time.monotonic() + self.deadline
-        # read1: whatever has arrived, so that a server dripping bytes meets the deadline too.
-        while chunk := self.raw.read1(65536):
+        while True:
+            try:
+                # read1: whatever has arrived, so that a server dripping bytes meets the deadline too.
+                chunk = self.raw.read1(65536)
+            except (urllib3.exceptions.HTTPError, OSError) as e:
+                raise AnswerUnusable(f"cut off: {type(e).__name__}") from None
+            if not chunk:
+                return
             n += len(chunk)
             if n > self.limit or time.monotonic() > end:
                 self.raw.close()

@@ -286,6 +286,7 @@ STS_CASES = [
     ("expiration-not-a-date", {"body": _result(GOOD_CREDENTIALS.replace("2099-01-01T00:00:00Z", "soon"))},
      "ValueError"),
     ("error-without-xml", {"status": 500, "body": b"oops", "type": "text/plain"}, "HTTP 500"),
+    ("cut-short", {"body": _result(GOOD_CREDENTIALS)[:100], "missing": 1000}, "HTTP 200, ResponseParserError"),
     ("huge-declared", {"huge_mb": HUGE_MB}, f"more than {LIMIT} bytes"),
     ("huge-undeclared", {"huge_mb": HUGE_MB, "declare": False}, f"more than {LIMIT} bytes"),
     ("slow", {"delay": DELAY}, "did not answer in time"),
@@ -331,7 +332,7 @@ class _StsHandler(http.server.BaseHTTPRequestHandler):
                         time.sleep(0.2)
                 return
             body = a.get("body", b"")
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(len(body) + a.get("missing", 0)))  # more: closes early
             self.end_headers()
             self.wfile.write(body)
         except OSError:
