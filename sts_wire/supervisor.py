@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import mounts as fs
-from . import notes
+from . import notes, repairs
 from . import rclone as rc
 from .cachefull import NoSpaceWatch
 from .credentials import Credentials
@@ -68,7 +68,7 @@ class Supervisor:
         self._last_state = 0.0
         self._noted_error: StsWireError | None = None   # the renewal failure the notes tell of
         self._strays: dict[str, Strays] = {}             # mounts being remounted
-        self._log_pos: dict[str, int] = {}               # how far each rclone log was read
+        self._logs = {m.mid: repairs.LogTail(m.log_file) for m in self.mounts}
         self._no_space = {m.mid: NoSpaceWatch(str(m.cache_dir), m.spec.bucket, m.spec.prefix or "")
                           for m in self.mounts}
         self.fuse_error: StsWireError | None = None
@@ -175,8 +175,7 @@ class Supervisor:
         if self._setpriv:
             argv = [self._setpriv, "--pdeathsig", "TERM", "--", *argv]
         self._log_mark(m, "starting rclone")
-        with contextlib.suppress(OSError):
-            self._log_pos[m.mid] = m.log_file.stat().st_size
+        self._logs[m.mid].skip_to_end()
         with open(m.log_file, "ab") as log_fd:
             m.proc = subprocess.Popen(argv, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                       stderr=log_fd, start_new_session=True, cwd="/",
@@ -314,7 +313,7 @@ class Supervisor:
             self.wait_ready([m for m in due if m.state == "starting"])
             for m in due:
                 if m.state == "ready":
-                    self._adopt_strays(m)
+                    repairs.adopt_strays(m, self._strays.pop(m.mid), self.ready_timeout)
             self.write_state(force=True)
         self.write_state()
 
@@ -343,39 +342,10 @@ class Supervisor:
             m.probe = fs.Probe(fs.health_fn(m.path), self.health_timeout).start()
             m.probe_started = now
 
-    def _new_log_lines(self, m: Mount) -> list[str]:
-        """Complete lines rclone added to its log since the last call (from the start again
-        after rclone rotated it)."""
-        pos = self._log_pos.get(m.mid, 0)
-        try:
-            with open(m.log_file, "rb") as f:
-                if f.seek(0, 2) < pos:
-                    pos = 0
-                f.seek(pos)
-                data = f.read(1 << 20)
-        except OSError:
-            return []
-        end = data.rfind(b"\n") + 1
-        self._log_pos[m.mid] = pos + end
-        return data[:end].decode(errors="replace").splitlines()
-
     def _remove_incomplete(self, m: Mount) -> None:
-        """A file whose cache writes failed for lack of space was uploaded truncated: remove it
-        through the mount (rclone deletes the object), so that S3 never holds a partial file
-        under its name, and tell the user (the writer itself got EIO)."""
-        for name in self._no_space[m.mid].feed(self._new_log_lines(m)):
-            target = os.path.join(m.path, name)
-            p = fs.Probe(lambda t=target: os.unlink(t), self.health_timeout).start()
-            p.wait()
-            removed = p.done.is_set() and p.error is None
-            msg = (f"{target} could not be written completely: rclone's cache folder {m.cache_dir} is "
-                   f"full (the program writing it got an I/O error). "
-                   + ("The incomplete copy was removed from the bucket. " if removed else
-                      f"Removing the incomplete copy failed ({p.error or 'no answer'}): delete it. ")
-                   + "Free space in that folder (or give sts-wire a bigger one), then write the file again.")
-            log.error("%s", msg)
-            notes.put(m, f"sts-wire: {msg}\ntime: {iso(time.time())}\n"
-                         "this note stays until the mount is restarted or another problem replaces it.\n")
+        lines = self._logs[m.mid].new_lines()
+        if lines:
+            repairs.remove_incomplete(m, self._no_space[m.mid].feed(lines), self.health_timeout)
 
     def _dead(self, m: Mount, why: str, now: float) -> None:
         # Kill, but leave the dead mount in place until the remount: until then every access
@@ -391,27 +361,6 @@ class Supervisor:
                 m.proc.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 m.proc.wait(timeout=5)
-
-    def _adopt_strays(self, m: Mount) -> None:
-        """After a remount: what was written into the bare folder meanwhile goes into the mount
-        (see sts_wire.strays), in a thread with a time limit (it writes through the mount)."""
-        strays = self._strays.pop(m.mid)
-        p = fs.Probe(strays.adopt, self.ready_timeout).start()
-        if not p.wait():
-            log.error("%s: copying what was written during the remount is still going on", m.path)
-            return
-        if p.error is not None:
-            log.error("%s: cannot copy what was written during the remount: %s", m.path, p.error)
-            return
-        copied, aside = p.result
-        if copied:
-            log.warning("%s: %d file(s) written while it was being remounted were copied into it: %s",
-                        m.path, len(copied), ", ".join(copied[:5]))
-        if aside is not None:
-            msg = (f"files written into {m.path} while {m.spec.remote} was being remounted could not "
-                   f"be put into the bucket (a folder, or a name it already has): they are in {aside}")
-            log.error("%s", msg)
-            notes.put(m, f"sts-wire: {msg}\ntime: {iso(time.time())}\n")
 
     def _cleanup_proc(self, m: Mount) -> None:
         self._kill(m)

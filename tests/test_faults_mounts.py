@@ -417,3 +417,52 @@ def test_full_cache_disk_gives_the_writer_an_error_and_s3_no_partial_object(priv
         wire.cleanup()
         subprocess.run(["umount", "-l", str(wire.cache)], check=False)
         assert fuse_mounts_under(wire.root) == []
+
+
+# --- the pieces, on their own --------------------------------------------------------------------
+def test_no_space_watch_names_the_files_rclone_uploaded_truncated():
+    from sts_wire.cachefull import NoSpaceWatch, relative_name
+
+    cache = "/c/sts-wire/s3-alice"
+    lines = [
+        "2026/11/26 04:51:24 INFO  : fine.bin: Copied (new)",
+        f"2026/11/26 04:51:24 ERROR : IO error: write {cache}/vfs/stswire{{3hok-}}/alice/sub/big.bin: "
+        "no space left on device",
+        "2026/11/26 04:51:24 INFO  : sub/big.bin: vfs cache: queuing for upload in 0s",
+    ]
+    watch = NoSpaceWatch(cache, "alice")
+    assert watch.feed(lines) == []                      # not uploaded yet: nothing to remove
+    assert watch.feed(["2026/11/26 04:51:25 INFO  : sub/big.bin: Copied (replaced existing)"]) == ["sub/big.bin"]
+    assert watch.feed(["2026/11/26 04:51:26 INFO  : sub/big.bin: Copied (new)"]) == []  # a later good write
+    # Another mount's cache, a prefix, and paths that are not a file of this mount.
+    assert relative_name(f"{cache}/vfs/r/alice/x", "/other", "alice") is None
+    assert relative_name(f"{cache}/vfs/r/cms/shared/x.txt", cache, "cms", "shared") == "x.txt"
+    assert relative_name(f"{cache}/vfs/r/cms/other/x.txt", cache, "cms", "shared") is None
+    assert relative_name(f"{cache}/vfs/r/alice/../x", cache, "alice") is None
+
+
+def test_strays_written_during_a_remount_end_up_in_the_new_mount(tmp_path):
+    """A plain folder stands for the mount: files already there go to staging, a file written
+    after before_mount (beneath the new mount) is found through the kept handle."""
+    from sts_wire.strays import Strays
+
+    folder = tmp_path / "alice"
+    folder.mkdir()
+    (folder / "early.txt").write_text("early")
+    (folder / "sub").mkdir()
+    s = Strays(str(folder))
+    s.before_mount()
+    assert os.listdir(folder) == [] and s.staging.is_dir()
+    (folder / "late.txt").write_text("late")   # lands in the bare folder as rclone starts
+    (folder / "taken.txt").write_text("mine")  # a name the bucket already has (below)
+    mount = tmp_path / "mounted"               # the new mount, over the folder
+    os.rename(folder, mount)
+    folder.mkdir()
+    (folder / "taken.txt").write_text("the bucket's")
+    copied, aside = s.adopt()
+    assert sorted(copied) == ["early.txt", "late.txt"]
+    assert (folder / "early.txt").read_text() == "early" and (folder / "late.txt").read_text() == "late"
+    assert (folder / "taken.txt").read_text() == "the bucket's"
+    assert aside is not None and sorted(os.listdir(aside)) == ["sub", "taken.txt"]
+    assert (aside / "taken.txt").read_text() == "mine"
+    assert os.listdir(mount) == [] and not s.staging.exists() and s.bare is None
