@@ -71,10 +71,38 @@ def lands(admin, key: str, digest: str, timeout: float) -> bool:
     return False
 
 
-def start_wire(tmp_path, s3, env, prefix: str) -> tuple[Wire, os.PathLike]:
+class Prober:
+    """Writes new files through the mount and tells whether each reached S3."""
+
+    def __init__(self, folder, admin, prefix: str):
+        self.folder, self.admin, self.prefix = folder, admin, prefix
+        self.n = 0
+        self.pending: dict[str, str] = {}      # written, not (yet) in S3
+        self.refused: list[str] = []           # the write itself failed
+
+    def __call__(self, timeout: float) -> bool:
+        """True once the new file is in S3. With expired keys the write is refused (EIO) or
+        held in rclone's cache until the keys work again."""
+        self.n += 1
+        name, data = f"probe-{self.n:03d}.txt", f"probe {self.n} {time.time():.3f}\n".encode()
+        try:
+            (self.folder / name).write_bytes(data)
+        except OSError as e:
+            self.refused.append(f"{name}: {e.strerror}")
+            return False
+        ok = lands(self.admin, f"{self.prefix}/{name}", sha(data), timeout)
+        if not ok:
+            self.pending[name] = sha(data)
+        return ok
+
+    def all_landed(self) -> bool:
+        return all(in_s3(self.admin, f"{self.prefix}/{k}", d) for k, d in self.pending.items())
+
+
+def start_wire(tmp_path, s3, env, prefix: str, token: dict | None = None) -> tuple[Wire, os.PathLike]:
     wire = Wire(tmp_path)
     spec = write_spec(tmp_path / "spec.yaml", s3, [{"remote": f"alice/{prefix}", "path": f"{wire.root}/alice"}],
-                      {"source": "hub"}, role_arn=s3.role_arn_for("alice"))
+                      token or {"source": "hub"}, role_arn=s3.role_arn_for("alice"))
     wire.start("run", ["--spec", str(spec), "--log-level", "DEBUG", "--", "/bin/sleep", "900"], env=env)
     folder = wire.root / "alice"
     wire.wait_mounted([folder])
@@ -99,26 +127,8 @@ def test_idp_outage_longer_than_the_keys_then_everything_renews_by_itself(world,
         for name, digest in before.items():
             assert lands(admin, f"{prefix}/{name}", digest, 20), name
 
-        n = 0
-        pending: dict[str, str] = {}
-
-        refused: list[str] = []
-
-        def probe(timeout: float) -> bool:
-            """Write a new file through the mount; True once it is in S3. With expired keys the
-            write is refused (EIO) or held in rclone's cache until the keys work again."""
-            nonlocal n
-            n += 1
-            name, data = f"probe-{n:03d}.txt", f"probe {n} {time.time():.3f}\n".encode()
-            try:
-                (folder / name).write_bytes(data)
-            except OSError as e:
-                refused.append(f"{name}: {e.strerror}")
-                return False
-            ok = lands(admin, f"{prefix}/{name}", sha(data), timeout)
-            if not ok:
-                pending[name] = sha(data)
-            return ok
+        probe = Prober(folder, admin, prefix)
+        pending, refused = probe.pending, probe.refused
 
         def logged_in() -> bool:
             return browser.get(hub.url + "/hub/home", allow_redirects=False).status_code == 200
@@ -187,8 +197,7 @@ def test_idp_outage_longer_than_the_keys_then_everything_renews_by_itself(world,
         # refused) are uploaded once the keys work again: rclone retries them (not with
         # --vfs-write-back 0s: then it never does)
         held = dict(pending)
-        wait_until(lambda: all(in_s3(admin, f"{prefix}/{k}", d) for k, d in held.items()), 120,
-                   "the writes of the outage reaching S3")
+        wait_until(probe.all_landed, 120, "the writes of the outage reaching S3")
         t_held = time.time()
     finally:
         wire.cleanup()
@@ -199,6 +208,49 @@ def test_idp_outage_longer_than_the_keys_then_everything_renews_by_itself(world,
               f"hub session kept through {len(failed_refreshes)} failed refreshes (503) and a hung IdP")
     print(result, f"({len(refused)} writes refused while the keys were expired)")
     reliability.record("fault.idp-outage", result)
+
+
+@pytest.mark.slow
+def test_idp_outage_with_the_refresh_token_source(world, tmp_path):
+    """sts-wire outside a hub (refresh-token grant straight at the IdP): the same outage, told
+    and healed the same way (the report's row is the hub test's)."""
+    idp, s3, _, _ = world
+    admin = s3.admin_s3()
+    prefix = f"outage-refresh-{int(time.time())}"
+    token, _ = refresh_token_setup(idp, "alice", tmp_path / "secrets")
+    wire, folder = start_wire(tmp_path, s3, None, prefix, token)
+    note = wire.root / "alice.sts-wire-error.txt"
+    probe = Prober(folder, admin, prefix)
+    try:
+        assert probe(10)
+        t_out = time.time()
+        last_ok = t_out
+        with idp.fault("/token", status=503):
+            while time.time() - t_out < 3 * (AT_TTL + KEYS) and probe(6):
+                last_ok = time.time()
+                time.sleep(1)
+            assert probe.pending or probe.refused, "the writes kept landing"
+            # the note, rewritten at each failed retry, says the keys have expired
+            text = wait_until(lambda: note.exists() and "the S3 keys expired at" in (t := note.read_text()) and t,
+                              30, "the note beside the folder")
+            status = wire.run("status", ["--runtime-dir", str(wire.runtime)])
+            time.sleep(max(0.0, t_out + KEYS + 5 - time.time()))     # longer than the keys live
+        t_back = time.time()
+        assert t_back - t_out > KEYS
+        assert "identity provider failed (HTTP 503)" in text and "by itself" in text, text
+        assert "HTTP 503" in status.stdout and "what to do: nothing to do" in status.stdout, status.stdout
+        wait_until(lambda: probe(5), 60, "a write landing after the IdP came back", interval=0.5)
+        t_ok = time.time()
+        wait_until(lambda: not note.exists(), 30, "the note going away")
+        wait_until(probe.all_landed, 120, "the writes of the outage reaching S3")
+        st = wire.instance()
+        assert wire.proc.poll() is None and all(m["remounts"] == 0 for m in st["mounts"]), st
+    finally:
+        wire.cleanup()
+    result = (f"refresh-token source, IdP answering 503 for {t_back - t_out:.0f} s: writes landed for "
+              f"{last_ok - t_out:.0f} s, note and status told the user, writes landed again "
+              f"{t_ok - t_back:.1f} s after the IdP returned, no remount")
+    print(result)
 
 
 @pytest.mark.slow
