@@ -1,9 +1,12 @@
 """Repairs after the fact, done by the supervisor once a mount works: a file rclone uploaded
-truncated because its cache disk was full (sts_wire.cachefull), and files written into the bare
-folder during a remount (sts_wire.strays). Both tell the user in the mount's note file."""
+truncated because its cache disk was full (sts_wire.cachefull), files written into the bare
+folder during a remount (sts_wire.strays), and files rclone uploaded at its start from what its
+cache still held (a killed rclone) but then shows as empty."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import logging
 import os
 import time
@@ -11,7 +14,7 @@ from pathlib import Path
 
 from . import mounts as fs
 from . import notes
-from .mountstate import Mount
+from .mountstate import Mount, rc_call
 from .schedule import iso
 from .strays import Strays
 
@@ -83,3 +86,46 @@ def adopt_strays(m: Mount, strays: Strays, timeout: float) -> None:
                f"be put into the bucket (a folder, or a name it already has): they are in {aside}")
         log.error("%s", msg)
         notes.put(m, f"sts-wire: {msg}\ntime: {iso(time.time())}\n")
+
+
+def dirty_dirs(cache_dir: Path, bucket: str, prefix: str = "") -> set[str]:
+    """Folders (relative to the mount) holding files rclone's cache still has to upload."""
+    base = bucket + (f"/{prefix.strip('/')}" if prefix else "")
+    out = set()
+    for remote in (Path(cache_dir) / "vfsMeta").glob("*"):
+        root = remote / base
+        for meta in root.rglob("*"):
+            try:
+                if meta.is_file() and json.loads(meta.read_text()).get("Dirty"):
+                    rel = meta.parent.relative_to(root).as_posix()
+                    out.add("" if rel == "." else rel)
+            except (OSError, ValueError, AttributeError):
+                continue
+    return out
+
+
+def refresh_after_uploads(m: Mount, dirs: set[str], timeout: float = 120) -> None:
+    """rclone uploads at start what its cache still held, but then takes those files for
+    deleted remotely (their folder was listed before the upload) and shows them empty. Once
+    the uploads are done, have it list those folders again (vfs/refresh)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            st = rc_call(m.rc_socket, "vfs/stats", timeout=3).get("diskCache") or {}
+            if int(st.get("uploadsInProgress", 0)) + int(st.get("uploadsQueued", 0)) == 0:
+                break
+        except (OSError, ValueError, http.client.HTTPException):
+            pass
+        time.sleep(0.1)
+    subdirs = sorted(d for d in dirs if d)
+    calls = [{}] if "" in dirs else []   # no dir: the root (an empty "dir" is not taken for it)
+    if subdirs:
+        calls.append({("dir" if i == 0 else f"dir{i + 1}"): d for i, d in enumerate(subdirs)})
+    try:
+        for params in calls:
+            rc_call(m.rc_socket, "vfs/refresh", params, timeout=30)
+        log.info("%s: listed again after the uploads left from before: %s", m.path,
+                 ", ".join(sorted(d or "/" for d in dirs)[:5]))
+    except (OSError, ValueError, http.client.HTTPException) as e:
+        log.warning("%s: cannot have rclone list %s again (%s): files uploaded at its start may "
+                    "show as empty until it does", m.path, sorted(dirs)[:5], e)

@@ -69,6 +69,7 @@ class Supervisor:
         self._noted_error: StsWireError | None = None   # the renewal failure the notes tell of
         self._strays: dict[str, Strays] = {}             # mounts being remounted
         self._logs = {m.mid: repairs.LogTail(m.log_file) for m in self.mounts}
+        self._pending_dirs: dict[str, set[str]] = {}     # folders with uploads left from before
         self._no_space = {m.mid: NoSpaceWatch(str(m.cache_dir), m.spec.bucket, m.spec.prefix or "")
                           for m in self.mounts}
         self.fuse_error: StsWireError | None = None
@@ -112,6 +113,7 @@ class Supervisor:
             return list(self.mounts)
         self._start_mounts(self.mounts)
         self.wait_ready([m for m in self.mounts if m.state == "starting"])
+        self._after_start(self.mounts)
         failed = [m for m in self.mounts if m.state != "ready"]
         ready = len(self.mounts) - len(failed)
         self.progress(f"{ready} of {len(self.mounts)} mounts ready in {time.monotonic() - t0:.2f} s")
@@ -161,7 +163,17 @@ class Supervisor:
                 fs.lazy_unmount(m.path)
                 self._fail(m, err, now)
 
+    def _after_start(self, ms: list[Mount]) -> None:
+        """A new rclone uploads what its cache held from before: have it list those folders
+        again afterwards (in a thread; see repairs.refresh_after_uploads)."""
+        for m in ms:
+            dirs = self._pending_dirs.pop(m.mid, None)
+            if dirs and m.state == "ready":
+                fs.Probe(lambda m=m, d=dirs: repairs.refresh_after_uploads(m, d), 0).start()
+
     def _spawn(self, m: Mount) -> None:
+        if not m.spec.read_only:
+            self._pending_dirs[m.mid] = repairs.dirty_dirs(m.cache_dir, m.spec.bucket, m.spec.prefix or "")
         m.cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         with contextlib.suppress(OSError):
             m.rc_socket.unlink()
@@ -314,6 +326,7 @@ class Supervisor:
             for m in due:
                 if m.state == "ready":
                     repairs.adopt_strays(m, self._strays.pop(m.mid), self.ready_timeout)
+            self._after_start(due)
             self.write_state(force=True)
         self.write_state()
 
