@@ -23,8 +23,8 @@ TOKEN_MIN_LEFT = 10.0
 # Once the keys have expired the mounts are stuck: retry at least this often (jittered), so that
 # they work again within seconds of the IdP's return.
 EXPIRED_RETRY_CAP = 10.0
-SELF_HEALING = ("nothing to do: sts-wire keeps trying and renews the keys by itself once it answers "
-                "again; no restart is needed")
+SELF_HEALING = ("nothing to do: sts-wire keeps trying and renews the keys by itself once that service "
+                "answers again; no restart is needed")
 
 
 # --- token and keys ----------------------------------------------------------------------------
