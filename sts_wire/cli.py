@@ -78,9 +78,9 @@ def _supervision_options(p: argparse.ArgumentParser) -> None:
     # A hung mount is working again within interval + timeout + ~1 s: under 10 s by default.
     g.add_argument("--health-interval", type=float, default=1.0, metavar="S",
                    help="seconds between health checks of each mount (default: 1)")
-    g.add_argument("--health-timeout", type=float, default=5.0, metavar="S",
+    g.add_argument("--health-timeout", type=float, default=4.0, metavar="S",
                    help="a mount that does not answer within this many seconds is hung and is "
-                        "remounted (default: 5)")
+                        "remounted (default: 4)")
     g.add_argument("--ready-timeout", type=float, default=30.0, metavar="S",
                    help="how long a mount may take to become ready (default: 30)")
     g.add_argument("--flush-timeout", type=float, default=120.0, metavar="S",
