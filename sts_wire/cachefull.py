@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 NO_SPACE = re.compile(r" ERROR : IO error: write (?P<path>.+): (?:no space left on device|disk quota exceeded)\s*$")
 UPLOADED = re.compile(r" INFO  : (?P<name>.+): Copied \((?:new|replaced existing)\)\s*$")
+QUEUED = re.compile(r" INFO  : (?P<name>.+): vfs cache: queuing for upload in ")
 
 
 def relative_name(cache_file: str, cache_dir: str, bucket: str, prefix: str = "") -> str | None:
@@ -54,4 +55,8 @@ class NoSpaceWatch:
             if m and m.group("name") in self.failed:
                 self.failed.discard(m.group("name"))
                 out.append(m.group("name"))
+                continue
+            m = QUEUED.search(line)
+            if m and m.group("name") in out:   # written again since: that copy is not ours to remove
+                out.remove(m.group("name"))
         return out

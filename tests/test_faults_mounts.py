@@ -397,6 +397,10 @@ def test_full_cache_disk_gives_the_writer_an_error_and_s3_no_partial_object(priv
             assert hashlib.sha256(body).hexdigest() == big_sum, \
                 f"S3 holds a corrupt cache-full-big.bin ({len(body)} of {len(big)} bytes)"
         assert set(objects) <= {*earlier, "cache-full-big.bin"}, objects
+        # The person is told, beside the folder, what happened and what to do.
+        note = (wire.root / "alice.sts-wire-error.txt").read_text()
+        assert "cache-full-big.bin could not be written completely" in note and "is full" in note, note
+        assert "Free space in that folder" in note
         for name, h in earlier.items():
             assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == h
             assert uploaded({name: h})
@@ -433,6 +437,9 @@ def test_no_space_watch_names_the_files_rclone_uploaded_truncated():
     assert watch.feed(lines) == []                      # not uploaded yet: nothing to remove
     assert watch.feed(["2026/11/26 04:51:25 INFO  : sub/big.bin: Copied (replaced existing)"]) == ["sub/big.bin"]
     assert watch.feed(["2026/11/26 04:51:26 INFO  : sub/big.bin: Copied (new)"]) == []  # a later good write
+    # Uploaded truncated, but written again (queued) before sts-wire read the log: left alone.
+    assert watch.feed([lines[1], "2026/11/26 04:51:27 INFO  : sub/big.bin: Copied (new)",
+                       "2026/11/26 04:51:27 INFO  : sub/big.bin: vfs cache: queuing for upload in 0s"]) == []
     # Another mount's cache, a prefix, and paths that are not a file of this mount.
     assert relative_name(f"{cache}/vfs/r/alice/x", "/other", "alice") is None
     assert relative_name(f"{cache}/vfs/r/cms/shared/x.txt", cache, "cms", "shared") == "x.txt"
