@@ -116,7 +116,7 @@ def refresh_after_uploads(m: Mount, dirs: set[str], timeout: float = 120) -> Non
                 break
         except (OSError, ValueError, http.client.HTTPException):
             pass
-        time.sleep(0.1)
+        time.sleep(0.02)   # a file read between its upload and the refresh shows empty
     subdirs = sorted(d for d in dirs if d)
     calls = [{}] if "" in dirs else []   # no dir: the root (an empty "dir" is not taken for it)
     if subdirs:
