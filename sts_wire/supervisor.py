@@ -39,6 +39,8 @@ from .uploads import wait_for_uploads
 
 log = logging.getLogger("sts_wire")
 
+HEALTHY_AFTER = 10.0   # seconds of passed health checks after which failures are forgotten
+
 
 
 # --- all mounts --------------------------------------------------------------------------------
@@ -345,7 +347,8 @@ class Supervisor:
                     self._dead(m, f"the mount does not answer ({os.strerror(p.error.errno or errno.EIO)})", now)
                     return
                 m.next_probe = now + self.health_interval
-                if m.ready_at and now - m.ready_at > 60:
+                # Served well for a while: the next failure is not a crash loop, remount at once.
+                if m.ready_at and now - m.ready_at > HEALTHY_AFTER:
                     m.failures = 0
             elif now - m.probe_started > self.health_timeout:
                 m.probe = None
