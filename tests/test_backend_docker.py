@@ -265,7 +265,7 @@ def test_alice_docker_server_through_the_hub(docker_hub, docker_host, seaweedfs)
     assert r.status_code in (200, 201), r.text
     r = requests.get(f"{base}/scratch/shared.txt", headers=headers, timeout=30)
     assert r.status_code == 200 and r.json()["content"] == "for everyone\n", r.text
-    assert _wait_object(seaweedfs, "alice", "from-docker.txt") == b"hello from a container\n"
+    assert seaweedfs.wait_object("alice", "from-docker.txt") == b"hello from a container\n"
 
     hub.stop_server("alice")
     names = [c.name for c in docker_host.client().containers.list(all=True)]
@@ -327,16 +327,6 @@ def test_out_of_memory_in_the_container_shows_stopped_with_the_reason(docker_hub
 
 def _server_state(hub, user="alice", server=""):
     return hub.user(user)["servers"][server]["state"]
-
-
-def _wait_object(seaweedfs, bucket, key, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            return seaweedfs.admin_s3().get_object(Bucket=bucket, Key=key)["Body"].read()
-        except Exception:  # noqa: BLE001 (uploaded after close(): not there yet)
-            time.sleep(0.5)
-    return None
 
 
 def test_running_container_is_found_again_after_a_hub_restart(docker_hub, docker_host, reliability):

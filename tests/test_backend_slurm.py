@@ -405,7 +405,7 @@ def test_alice_slurm_server_through_the_hub(slurm_hub, slurm_env, seaweedfs):
     assert r.status_code in (200, 201), r.text
     r = requests.get(f"{base}/scratch/shared.txt", headers=headers, timeout=30)
     assert r.status_code == 200 and r.json()["content"] == "for everyone\n", r.text
-    body = _wait_object(seaweedfs, "alice", "from-slurm.txt")
+    body = seaweedfs.wait_object("alice", "from-slurm.txt")
     assert body == b"hello from a job\n"
 
     hub.stop_server("alice")
@@ -439,16 +439,6 @@ def test_job_cancelled_outside_the_hub_shows_stopped_within_a_poll(slurm_hub, sl
     assert _job_processes(slurm) == []
     reliability.record("fault.slurm-scancel", f"hub showed it stopped {took:.1f} s after scancel "
                        f"(poll interval {POLL} s); reason shown: {reason}")
-
-
-def _wait_object(seaweedfs, bucket, key, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            return seaweedfs.admin_s3().get_object(Bucket=bucket, Key=key)["Body"].read()
-        except Exception:  # noqa: BLE001 (uploaded after close(): not there yet)
-            time.sleep(0.5)
-    return None
 
 
 def _job_processes(slurm, user="alice", timeout=15):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import psutil
@@ -66,16 +65,6 @@ def _write_through_server(h, token: str, path: str, text: str) -> None:
                      headers={"Authorization": f"token {token}"},
                      json={"type": "file", "format": "text", "content": text})
     assert r.status_code in (200, 201), r.text
-
-
-def _wait_object(seaweedfs, bucket: str, key: str, timeout: float = 30) -> bytes | None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            return seaweedfs.admin_s3().get_object(Bucket=bucket, Key=key)["Body"].read()
-        except Exception:  # noqa: BLE001 (uploaded after close(): not there yet)
-            time.sleep(0.5)
-    return None
 
 
 def _sts_wire_pids(procs: list[psutil.Process]) -> list[int]:
@@ -173,7 +162,7 @@ def test_local_run_leaves_no_secret_in_clear(local_hub, idp, seaweedfs, reliabil
         env = server_environ(hub, "alice")
         scan.add("server's API token", env["JUPYTERHUB_API_TOKEN"])  # allowed in its own environment only
         _write_through_server(hub, env["JUPYTERHUB_API_TOKEN"], "alice/secret-scan-local.txt", "local\n")
-        assert _wait_object(seaweedfs, "alice", "secret-scan-local.txt") == b"local\n"
+        assert seaweedfs.wait_object("alice", "secret-scan-local.txt") == b"local\n"
         bases = _while_running(scan, hub, user_processes("alice"), "local server running")
         # What alice is shown: her pages, and her model through the API with her server's token.
         for page in ("/hub/home", "/hub/spawn", "/hub/token", "/hub/spawn-pending/alice"):
@@ -208,7 +197,7 @@ def test_docker_run_leaves_no_secret_in_clear(docker_hub, docker_host, idp, seaw
         env = _container_env(docker_host, "jhub-alice")
         scan.add("server's API token", env["JUPYTERHUB_API_TOKEN"])  # allowed in its own environment only
         _write_through_server(h, env["JUPYTERHUB_API_TOKEN"], "alice/secret-scan-docker.txt", "docker\n")
-        assert _wait_object(seaweedfs, "alice", "secret-scan-docker.txt") == b"docker\n"
+        assert seaweedfs.wait_object("alice", "secret-scan-docker.txt") == b"docker\n"
         info = docker_host.client().api.inspect_container("jhub-alice")
         procs = descendants(info["State"]["Pid"])  # every process in the container
         _while_running(scan, h, procs, "docker server running")
@@ -242,7 +231,7 @@ def test_slurm_run_leaves_no_secret_in_clear(slurm_hub, slurm_env, idp, seaweedf
         own = (env["JUPYTERHUB_API_TOKEN"],)
         scan.add("server's API token", env["JUPYTERHUB_API_TOKEN"])  # allowed in its own environment only
         _write_through_server(h, env["JUPYTERHUB_API_TOKEN"], "alice/secret-scan-slurm.txt", "slurm\n")
-        assert _wait_object(seaweedfs, "alice", "secret-scan-slurm.txt") == b"slurm\n"
+        assert seaweedfs.wait_object("alice", "secret-scan-slurm.txt") == b"slurm\n"
         bases = _while_running(scan, h, user_processes("alice"), "slurm job running")
         script = slurm.run("scontrol", "write", "batch_script", job_id, "-").stdout
         assert "#SBATCH" in script

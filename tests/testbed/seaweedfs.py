@@ -109,6 +109,16 @@ class SeaweedFS:
         """boto3 S3 client with the static admin keys (creates buckets, reads everything)."""
         return static_s3_client(self.endpoint, ADMIN_KEY, ADMIN_SECRET, self.region)
 
+    def wait_object(self, bucket: str, key: str, timeout: float = 30) -> bytes | None:
+        """The object's bytes once it is there (mounts upload after close()), or None at the time-out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                return self.admin_s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+            except Exception:  # noqa: BLE001 (not uploaded yet)
+                time.sleep(0.5)
+        return None
+
     # --- configuration ------------------------------------------------------------------------
     def iam_config(self) -> dict:
         return {
