@@ -46,7 +46,7 @@ from tests.testbed.cloudhub import CloudHub  # noqa: E402
 from tests.testbed.hub import Hub  # noqa: E402
 from tests.testbed.idp import IdP  # noqa: E402
 from tests.testbed.pki import make_pki  # noqa: E402
-from tests.testbed.procs import unmount_all_under  # noqa: E402
+from tests.testbed.procs import stop_services, unmount_all_under  # noqa: E402
 from tests.testbed.reliability import record_measurement  # noqa: E402
 
 SOURCE = "benchmarks/load_bench.py"
@@ -297,11 +297,7 @@ def main() -> int:
                     f"max {res['idp_refreshes_per_user_max']}; {res['users_with_one_new_token']}/{res['users']} "
                     "users' callers all got the same new token"), source=SOURCE)
     finally:
-        for svc in reversed(started):
-            try:
-                svc.stop()
-            except Exception as e:  # stop the others all the same
-                print(f"stopping {svc.__class__.__name__}: {e}", file=sys.stderr)
+        stop_services(started)
         with contextlib.suppress(OSError):
             unmount_all_under(run)
         shutil.rmtree(run, ignore_errors=True)

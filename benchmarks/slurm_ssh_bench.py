@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 from tests.testbed.cloudhub import CloudHub  # noqa: E402
 from tests.testbed.idp import IdP  # noqa: E402
 from tests.testbed.pki import make_pki  # noqa: E402
+from tests.testbed.procs import stop_services  # noqa: E402
 from tests.testbed.slurm import Slurm  # noqa: E402
 from tests.testbed.sshd import LoginNode  # noqa: E402
 
@@ -136,11 +137,7 @@ def main() -> int:
              ratio=round(mbs["ssh"] / mbs["local"], 3))
         return 0
     finally:
-        for s in reversed(started):
-            try:
-                s.stop()
-            except Exception as e:  # noqa: BLE001 (stop the others all the same)
-                print(f"stopping {type(s).__name__}: {e}", file=sys.stderr)
+        stop_services(started)
         shutil.rmtree(run, ignore_errors=True)
 
 

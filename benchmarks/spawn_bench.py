@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 from tests.testbed.cloudhub import CloudHub, spawner_profiles  # noqa: E402
 from tests.testbed.idp import IdP  # noqa: E402
 from tests.testbed.pki import make_pki  # noqa: E402
-from tests.testbed.procs import unmount_all_under  # noqa: E402
+from tests.testbed.procs import stop_services, unmount_all_under  # noqa: E402
 from tests.testbed.seaweedfs import SeaweedFS  # noqa: E402
 
 PLAIN = "c.JupyterHub.spawner_class = 'jupyterhub.spawner.LocalProcessSpawner'\n"
@@ -148,11 +148,7 @@ def main() -> int:
              mounts_extra_seconds=round(med["cloud+mounts"] - med["cloud"], 3), target_mounts_extra_seconds=1.0,
              cpus=os.cpu_count())
     finally:
-        for svc in reversed(started):
-            try:
-                svc.stop()
-            except Exception as e:  # stop the others all the same
-                print(f"stopping {svc.__class__.__name__}: {e}", file=sys.stderr)
+        stop_services(started)
         for c in ("cpu", "memory"):
             for hub_dir in ("hub-cloud", "hub-plain", "hub-many"):
                 d = Path("/sys/fs/cgroup") / c / f"jhub-cloud-test/{run.name}-{hub_dir}"

@@ -37,6 +37,7 @@ from tests.testbed.idp import IdP  # noqa: E402
 from tests.testbed.paths import REPO as TB_REPO  # noqa: E402
 from tests.testbed.paths import VENV, VENV_BIN  # noqa: E402
 from tests.testbed.pki import make_pki  # noqa: E402
+from tests.testbed.procs import stop_services  # noqa: E402
 from tests.testbed.slurm import Slurm  # noqa: E402
 
 CPU, MEMORY = 1, "1G"
@@ -156,11 +157,7 @@ def main() -> int:
                  cloud_over_plain=round(med["cloud"] / med["plain"], 3), target_cloud_over_plain=1.1,
                  median_spawner_start_seconds=med_start, cpus=os.cpu_count())
     finally:
-        for svc in reversed(started):
-            try:
-                svc.stop()
-            except Exception as e:  # stop the others all the same
-                print(f"stopping {svc.__class__.__name__}: {e}", file=sys.stderr)
+        stop_services(started)
         if args.logs:
             args.logs.mkdir(parents=True, exist_ok=True)
             for log in run.glob("hub-*/jupyterhub.log"):

@@ -50,7 +50,7 @@ from tests.testbed.hub import server_environ  # noqa: E402
 from tests.testbed.idp import IdP  # noqa: E402
 from tests.testbed.paths import VENV_BIN  # noqa: E402
 from tests.testbed.pki import make_pki  # noqa: E402
-from tests.testbed.procs import unmount_all_under  # noqa: E402
+from tests.testbed.procs import stop_services, unmount_all_under  # noqa: E402
 from tests.testbed.reliability import record_measurement  # noqa: E402
 from tests.testbed.s3 import assume_role, s3_client  # noqa: E402
 from tests.testbed.seaweedfs import SeaweedFS  # noqa: E402
@@ -352,11 +352,7 @@ def main() -> int:
             res[key] = step()
             emit(bench=case, **res[key])
     finally:
-        for svc in reversed(started):
-            try:
-                svc.stop()
-            except Exception as e:  # stop the others all the same
-                print(f"stopping {svc.__class__.__name__}: {e}", file=sys.stderr)
+        stop_services(started)
         unmount_all_under(run)
         shutil.rmtree(run, ignore_errors=True)
     report(res, args.no_report)

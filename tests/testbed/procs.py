@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -130,3 +131,13 @@ def unmount_all_under(root: Path) -> None:
     for target in mounts_under(root):
         subprocess.run(["fusermount3", "-uz", target], capture_output=True)
         subprocess.run(["umount", "-l", target], capture_output=True)
+
+
+def stop_services(started: Sequence) -> None:
+    """Stop services in the reverse order of their start; one that fails to stop is reported on
+    stderr and the others are stopped all the same."""
+    for svc in reversed(started):
+        try:
+            svc.stop()
+        except Exception as e:  # noqa: BLE001 (stop the others all the same)
+            print(f"stopping {svc.__class__.__name__}: {e}", file=sys.stderr)
