@@ -254,7 +254,7 @@ def test_rclone_killed_or_hung_under_a_running_server(alice, how, reliability):
     alice.intact(last)
     after = alice.write_files(f"after-{how}", 1)
     alice.wait_in_s3(after)
-    reliability.record(f"fault.rclone-{how}",
+    reliability.record({"killed": "fault.rclone-killed", "hung": "fault.rclone-hung"}[how],
                        f"mount working again {took:.1f} s after {'SIGKILL' if how == 'killed' else 'SIGSTOP'}"
                        f" ({failed_ops} failed save(s) in that window); notebook server same PID, /api "
                        f"answered {watch.ok}/{watch.ok + len(watch.failed)} (slowest {watch.slowest:.1f} s); "
