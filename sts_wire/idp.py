@@ -15,6 +15,7 @@ from typing import Any
 
 import requests
 import tenacity
+import urllib3
 
 from .core import jwt as corejwt
 from .core.answers import AnswerError, NotJson, bounded_json
@@ -50,13 +51,17 @@ class Http:
         self.session = requests.Session()
         self.session.headers["User-Agent"] = "sts-wire"
 
-    def request(self, method: str, url: str, what: str, unreachable: Exit, **kw) -> requests.Response:
+    def request(self, method: str, url: str, what: str, unreachable: Exit, resend: bool = True,
+                **kw) -> requests.Response:
         """One request; a refused connection or a timeout is tried again twice after a short
         random wait (jitter: many servers that lost the IdP together do not come back together).
-        TLS failures are not retried: they do not heal by themselves."""
+        TLS failures are not retried: they do not heal by themselves. resend=False is for requests
+        that spend something at the server (a refresh token an IdP rotates): those are tried again
+        only when they surely never reached it (connection refused, connect time-out)."""
         kw.setdefault("timeout", TIMEOUT)
         kw.setdefault("stream", True)  # the body is read by _json, bounded in size and time
-        retrying = tenacity.Retrying(retry=tenacity.retry_if_exception(_transient), reraise=True,
+        retrying = tenacity.Retrying(retry=tenacity.retry_if_exception(_transient if resend else _never_sent),
+                                     reraise=True,
                                      stop=tenacity.stop_after_attempt(RETRIES),
                                      wait=tenacity.wait_random_exponential(multiplier=0.5, max=4))
         try:
@@ -73,6 +78,16 @@ class Http:
 def _transient(e: BaseException) -> bool:
     transient = (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
     return isinstance(e, transient) and not isinstance(e, requests.exceptions.SSLError)
+
+
+def _never_sent(e: BaseException) -> bool:
+    if isinstance(e, requests.exceptions.ConnectTimeout):
+        return True
+    if isinstance(e, requests.exceptions.ConnectionError) and not isinstance(
+            e, (requests.exceptions.SSLError, requests.exceptions.ReadTimeout)):
+        reason = getattr(e.args[0], "reason", None) if e.args else None
+        return isinstance(reason, urllib3.exceptions.NewConnectionError)
+    return False
 
 
 def _origin(url: str) -> str:
@@ -174,7 +189,10 @@ class OAuthClient:
 
     def post_token(self, data: dict, what: str) -> tuple[int, dict]:
         data, auth = self._auth(data)
+        # A refresh grant whose answer was lost may have rotated the refresh token at the IdP:
+        # sending it again would spend the old one and log the user out.
         r = self.http.request("POST", self.meta["token_endpoint"], what, Exit.IDP_UNREACHABLE,
+                              resend=data.get("grant_type") != "refresh_token",
                               data=data, auth=auth, headers={"Accept": "application/json"})
         resp = _json(r)
         for key in ("access_token", "refresh_token", "id_token", "error", "error_description"):

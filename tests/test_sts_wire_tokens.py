@@ -275,3 +275,45 @@ def test_a_dropped_connection_is_tried_again_with_jitter():
         srv.close()
     assert e.value.code == Exit.IDP_UNREACHABLE and "JupyterHub API: cannot reach http://127.0.0.1" in e.value.message
     assert len(accepted) == RETRIES == 3
+
+
+def test_a_refresh_grant_whose_answer_is_late_is_not_sent_again(idp, tmp_path, monkeypatch):
+    """The IdP got the grant but its answer came after the time-out: sending the refresh token
+    again could spend one the IdP has already rotated, so the grant is sent once and the failure
+    named; a GET (discovery) is still tried again."""
+    import sts_wire.idp as stsidp
+    from tests.sts_wire_helpers import refresh_token_setup
+
+    token, login = refresh_token_setup(idp, "alice", tmp_path)
+    client = oauth(idp, scope=token["scope"])
+    client.meta  # discovery before the fault: only the grant is slow  # noqa: B018
+    monkeypatch.setattr(stsidp, "TIMEOUT", (5, 1))
+    since = time.time()
+    with idp.fault("/token", delay=2.5):
+        with pytest.raises(StsWireError) as e:
+            client.post_token({"grant_type": "refresh_token", "refresh_token": login["refresh_token"]},
+                              "refresh-token grant")
+        time.sleep(2)  # the IdP logs the (single) grant after its delay
+    assert e.value.code == Exit.IDP_UNREACHABLE and "did not answer in time" in e.value.message
+    sent = [ev for ev in idp.events(since) if ev.get("path") == "/token"]
+    assert len(sent) == 1, sent
+
+
+def test_a_refresh_grant_is_sent_again_when_it_never_left():
+    """Connection refused: nothing reached the IdP, so trying again is safe."""
+    import socket
+
+    from sts_wire.idp import Http, _never_sent
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nobody listens there now
+    import requests
+
+    with pytest.raises(requests.exceptions.ConnectionError) as e:
+        requests.post(f"http://127.0.0.1:{port}/token", timeout=2)
+    assert _never_sent(e.value)
+    with pytest.raises(StsWireError, match="cannot reach"):
+        Http(True).request("POST", f"http://127.0.0.1:{port}/token", "refresh-token grant",
+                           Exit.IDP_UNREACHABLE, resend=False)
