@@ -26,13 +26,14 @@ from pathlib import Path
 from jupyterhub.spawner import Spawner, SpawnException
 from jupyterhub.utils import maybe_future
 from markupsafe import escape
-from traitlets import Bool, Dict, List, Unicode, observe
+from traitlets import Bool, Dict, Float, List, Unicode, observe
 
 from .. import metrics
 from ..config.model import Config, build_config
 from ..policy import allowed_profiles, decide, user_limits
 from ..policy.types import Resources
 from . import form
+from .answering import server_api_url, wait_answering
 from .limits import resources_from_json, resources_to_json, running_resources, user_lock
 from .mountspec import MountSpecError, mount_spec, roots_env
 from .registry import Backend, BackendUnavailable, load_backend
@@ -61,6 +62,12 @@ class CloudSpawner(Spawner):
         config=True,
         help="The sts-wire command that starts each server. Default: the sts-wire beside the hub's "
         "Python for backends in `absolute_command_backends`, else `sts-wire` from the server's PATH.",
+    )
+    answer_poll_seconds = Float(
+        10.0, config=True,
+        help="""For this many seconds after a server started, ask it every 0.1 s whether it answers
+        before handing it to the hub (whose own check backs off to 5 s between tries, so a server
+        up just after a try waited seconds more). 0 leaves it all to the hub's check.""",
     )
     show_form = Bool(
         True, config=True,
@@ -257,6 +264,9 @@ class CloudSpawner(Spawner):
         finally:
             self._start_done = True
         self._note(90, "Server process started; waiting for it to answer")
+        if isinstance(result, tuple) and self.server is not None and not self.internal_ssl:
+            await wait_answering(server_api_url(result[0], result[1], self.server.base_url),
+                                 self.answer_poll_seconds)
         return result
 
     async def poll(self):
