@@ -107,7 +107,7 @@ def main() -> int:
         ssh = CloudHub(idp, run / "hub-ssh", hub_config=conf)
         ssh.extra = {"backends": {"slurm": {"partition": slurm.partition, "server_ip": "127.0.0.1", "login_host": {
             "host": "127.0.0.1", "port": node.port, "host_key": node.host_key, "ca_key": {"file": str(node.ca_key)},
-            "hub_connect_url": f"http://127.0.0.1:{ssh.hub_port}", "tunnel": "always"}}},
+            "hub_connect_url": f"http://127.0.0.1:{ssh.hub_port}", "tunnel": "always", "gate": node.gate}}},
             "groups": GROUPS, "profiles": [PROFILE]}
         hubs = {"local": local, "ssh": ssh}
         ssh.start()  # before SLURM_CONF is set: this hub is no Slurm client
