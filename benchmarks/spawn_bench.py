@@ -115,11 +115,12 @@ def main() -> int:
                    "region": s3.region, "mount_roots": [str(mounts_root)]}
         cloud = CloudHub(idp, run / "hub-cloud", extra={**profiles, "storage": storage})
         plain = CloudHub(idp, run / "hub-plain", hub_config=PLAIN)
-        # Room for --parallel servers of 1 CPU and 1G for alice (cms) on the latency hub.
+        # Room for --parallel servers of 1 CPU and 1G for alice (cms) on the latency hub (and at
+        # least the cms profile's largest choices, 4 CPUs and 8G, or the configuration is refused).
         roomy = spawner_profiles()
         roomy["groups"] = {"physics": {"max_servers": 1, "max_cpu": 2, "max_memory": "4G"},
-                           "cms": {"max_servers": args.parallel, "max_cpu": args.parallel,
-                                   "max_memory": f"{args.parallel}G"},
+                           "cms": {"max_servers": args.parallel, "max_cpu": max(args.parallel, 4),
+                                   "max_memory": f"{max(args.parallel, 8)}G"},
                            "admins": {"max_servers": 1, "max_cpu": 1, "max_memory": "1G"}}
         # Ten JupyterLab servers starting at once on a small machine need more than 30 s to answer.
         many = CloudHub(idp, run / "hub-many", extra=roomy, hub_config="c.Spawner.http_timeout = 300\n")
