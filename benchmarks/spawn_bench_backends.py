@@ -101,6 +101,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--backends", nargs="+", default=["docker", "slurm"], choices=["docker", "slurm"])
     ap.add_argument("--logs", type=Path, help="copy the hubs' logs into this folder at the end")
+    ap.add_argument("--docker-data-root", type=Path,
+                    help="dockerd's data folder (default: the test suite's; a test session's dockerd holds "
+                         "that one, so a benchmark run inside a test session needs another)")
     args = ap.parse_args()
     root = Path("/var/tmp/jhub-cloud-test")
     root.mkdir(parents=True, exist_ok=True)
@@ -112,7 +115,8 @@ def main() -> int:
         started.append(idp)
         pairs = {}
         if "docker" in args.backends:
-            dockerd = Dockerd(run / "docker").start(say=lambda m: print(m, file=sys.stderr))
+            dockerd = Dockerd(run / "docker", **({"data_root": args.docker_data_root} if args.docker_data_root else {}))
+            dockerd.start(say=lambda m: print(m, file=sys.stderr))
             started.append(dockerd)
             os.environ.update(dockerd.env)
             image = dockerd.build_lab_image(say=lambda m: print(m, file=sys.stderr))

@@ -5,6 +5,7 @@ still work: each runs one small round against its own real services and prints p
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +30,10 @@ def test_spawn_bench_one_round():
 
 
 def test_spawn_bench_backends_one_round():
-    rows = run_bench("spawn_bench_backends.py", "--rounds", "1")
+    # This session's dockerd holds the suite's data folder: the benchmark uses the demo's
+    # (scripts/demo.py), whose base image tests/test_demo.py needs as well.
+    demo_data = os.environ.get("JHUB_CLOUD_DEMO_DOCKER", "/var/cache/jhub-cloud-demo/docker")
+    rows = run_bench("spawn_bench_backends.py", "--rounds", "1", "--docker-data-root", demo_data)
     summaries = {r["backend"]: r for r in rows if r.get("bench") == "spawn_to_ready_summary"}
     assert set(summaries) == {"docker", "slurm"}
     for s in summaries.values():
